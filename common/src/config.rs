@@ -1,0 +1,210 @@
+//! The only place that reads the environment. Every variable is listed with its default in
+//! `.env.example`; a wrong value fails start-up with a message naming the variable.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid value for {var}: {message}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("expected `text` or `json`, got `{other}`")),
+        }
+    }
+}
+
+/// Limits enforced by the api on every submission.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `GATEHOUSE_MAX_BODY_BYTES`: largest accepted request body.
+    pub max_body_bytes: usize,
+    /// `GATEHOUSE_MAX_ITEMS_PER_JOB`: most items in one job.
+    pub max_items_per_job: usize,
+    /// `GATEHOUSE_MAX_TEXT_CHARS`: longest item text, in Unicode scalar values.
+    pub max_text_chars: usize,
+    /// `GATEHOUSE_MAX_CUSTOM_ID_CHARS`: longest `custom_id`.
+    pub max_custom_id_chars: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub amqp_url: String,
+    pub queue_prefix: String,
+    pub api_listen: SocketAddr,
+    pub worker_listen: SocketAddr,
+    pub models_dir: PathBuf,
+    pub ort_dylib_path: PathBuf,
+    pub moderation_model: String,
+    pub limits: Limits,
+    /// `GATEHOUSE_CHUNK_ITEMS`: items per queue message.
+    pub chunk_items: usize,
+    pub outbox_poll: Duration,
+    pub outbox_batch: i64,
+    pub worker_prefetch: u16,
+    pub batch_max_items: usize,
+    pub batch_max_wait: Duration,
+    pub max_attempts: i32,
+    pub retry_delay: Duration,
+    pub ort_intra_threads: usize,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any lookup (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(&lookup);
+        let queue_prefix: String = env.get("GATEHOUSE_QUEUE_PREFIX", "gatehouse".to_string())?;
+        if queue_prefix.is_empty()
+            || !queue_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(ConfigError {
+                var: "GATEHOUSE_QUEUE_PREFIX",
+                message: "must be non-empty and use only ASCII letters, digits, '.', '_' or '-'"
+                    .into(),
+            });
+        }
+        let cfg = Self {
+            database_url: env.get(
+                "GATEHOUSE_DATABASE_URL",
+                "postgres://postgres@127.0.0.1:5432/gatehouse".to_string(),
+            )?,
+            database_max_connections: env.positive("GATEHOUSE_DATABASE_MAX_CONNECTIONS", 10)?,
+            amqp_url: env.get(
+                "GATEHOUSE_AMQP_URL",
+                "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
+            )?,
+            queue_prefix,
+            api_listen: env.get("GATEHOUSE_API_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            worker_listen: env.get(
+                "GATEHOUSE_WORKER_LISTEN",
+                SocketAddr::from(([127, 0, 0, 1], 9091)),
+            )?,
+            models_dir: env.get("GATEHOUSE_MODELS_DIR", PathBuf::from("models"))?,
+            ort_dylib_path: env.get(
+                "ORT_DYLIB_PATH",
+                PathBuf::from(".cache/onnxruntime/libonnxruntime.so.1.31.1"),
+            )?,
+            moderation_model: env.get("GATEHOUSE_MODERATION_MODEL", "toxic-bilstm".to_string())?,
+            limits: Limits {
+                max_body_bytes: env.positive("GATEHOUSE_MAX_BODY_BYTES", 16 * 1024 * 1024)?,
+                max_items_per_job: env.positive("GATEHOUSE_MAX_ITEMS_PER_JOB", 50_000)?,
+                max_text_chars: env.positive("GATEHOUSE_MAX_TEXT_CHARS", 20_000)?,
+                max_custom_id_chars: env.positive("GATEHOUSE_MAX_CUSTOM_ID_CHARS", 256)?,
+            },
+            chunk_items: env.positive("GATEHOUSE_CHUNK_ITEMS", 100)?,
+            outbox_poll: Duration::from_millis(env.positive("GATEHOUSE_OUTBOX_POLL_MS", 1000)?),
+            outbox_batch: env.positive("GATEHOUSE_OUTBOX_BATCH", 200)?,
+            worker_prefetch: env.positive("GATEHOUSE_WORKER_PREFETCH", 8)?,
+            batch_max_items: env.positive("GATEHOUSE_BATCH_MAX_ITEMS", 64)?,
+            batch_max_wait: Duration::from_millis(env.get("GATEHOUSE_BATCH_MAX_WAIT_MS", 5)?),
+            max_attempts: env.positive("GATEHOUSE_MAX_ATTEMPTS", 5)?,
+            retry_delay: Duration::from_millis(env.positive("GATEHOUSE_RETRY_DELAY_MS", 2000)?),
+            ort_intra_threads: env.get("GATEHOUSE_ORT_INTRA_THREADS", 0)?,
+            shutdown_timeout: Duration::from_secs(
+                env.positive("GATEHOUSE_SHUTDOWN_TIMEOUT_SECS", 30)?,
+            ),
+            log_format: env.get("GATEHOUSE_LOG_FORMAT", LogFormat::Text)?,
+            log_filter: env.get("GATEHOUSE_LOG", "info".to_string())?,
+        };
+        Ok(cfg)
+    }
+}
+
+struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Env<'_> {
+    fn get<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match (self.0)(var) {
+            None => Ok(default),
+            Some(raw) if raw.trim().is_empty() => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError {
+                var,
+                message: format!("`{raw}`: {e}"),
+            }),
+        }
+    }
+
+    fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr + PartialOrd + Default,
+        T::Err: std::fmt::Display,
+    {
+        let value = self.get(var, default)?;
+        if value <= T::default() {
+            return Err(ConfigError {
+                var,
+                message: "must be greater than zero".into(),
+            });
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let cfg = with(&[]).expect("defaults are valid");
+        assert_eq!(cfg.api_listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.worker_listen.to_string(), "127.0.0.1:9091");
+        assert_eq!(cfg.queue_prefix, "gatehouse");
+        assert_eq!(
+            cfg.database_url,
+            "postgres://postgres@127.0.0.1:5432/gatehouse"
+        );
+        assert_eq!(cfg.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn a_wrong_value_names_its_variable() {
+        let err = with(&[("GATEHOUSE_API_LISTEN", "not-an-address")]).unwrap_err();
+        assert_eq!(err.var, "GATEHOUSE_API_LISTEN");
+        assert!(err.to_string().contains("GATEHOUSE_API_LISTEN"));
+        let err = with(&[("GATEHOUSE_MAX_ITEMS_PER_JOB", "0")]).unwrap_err();
+        assert_eq!(err.var, "GATEHOUSE_MAX_ITEMS_PER_JOB");
+        let err = with(&[("GATEHOUSE_QUEUE_PREFIX", "bad prefix!")]).unwrap_err();
+        assert_eq!(err.var, "GATEHOUSE_QUEUE_PREFIX");
+        let err = with(&[("GATEHOUSE_LOG_FORMAT", "xml")]).unwrap_err();
+        assert_eq!(err.var, "GATEHOUSE_LOG_FORMAT");
+    }
+}

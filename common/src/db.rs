@@ -1,0 +1,74 @@
+//! Postgres: the pool, the embedded migrations, and creating the database on first run.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    ConnectOptions, Connection, PgPool,
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
+};
+
+use crate::config::Config;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbSetupError {
+    #[error("GATEHOUSE_DATABASE_URL is not a valid Postgres URL")]
+    Url(#[source] sqlx::Error),
+    #[error("cannot reach Postgres")]
+    Connect(#[source] sqlx::Error),
+    #[error("cannot create database `{0}`")]
+    Create(String, #[source] sqlx::Error),
+    #[error("migrations failed")]
+    Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+pub async fn connect(cfg: &Config) -> Result<PgPool, DbSetupError> {
+    let options = PgConnectOptions::from_str(&cfg.database_url).map_err(DbSetupError::Url)?;
+    PgPoolOptions::new()
+        .max_connections(cfg.database_max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(DbSetupError::Connect)
+}
+
+/// Creates the database named in the URL when it does not exist yet.
+pub async fn ensure_database(database_url: &str) -> Result<(), DbSetupError> {
+    let options = PgConnectOptions::from_str(database_url).map_err(DbSetupError::Url)?;
+    let name = options.get_database().unwrap_or("postgres").to_string();
+    let mut admin: PgConnection = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .map_err(DbSetupError::Connect)?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .map_err(DbSetupError::Connect)?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        let created = sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await;
+        // Two processes may race to create it; losing that race is fine.
+        if let Err(error) = created {
+            let duplicate = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "42P04");
+            if !duplicate {
+                return Err(DbSetupError::Create(name, error));
+            }
+        }
+    }
+    let _ = admin.close().await;
+    Ok(())
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), DbSetupError> {
+    MIGRATOR.run(pool).await.map_err(DbSetupError::Migrate)
+}

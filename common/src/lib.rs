@@ -1,0 +1,12 @@
+//! What the api and the worker share: configuration, domain types, database and queue
+//! access, telemetry and shutdown. No axum and no ort in here.
+
+pub mod config;
+pub mod db;
+pub mod queue;
+pub mod shutdown;
+pub mod telemetry;
+pub mod types;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

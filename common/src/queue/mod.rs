@@ -1,0 +1,32 @@
+//! RabbitMQ: message types, topology (names from `GATEHOUSE_QUEUE_PREFIX`), and a publisher
+//! that waits for publisher confirms.
+
+mod broker;
+mod message;
+mod topology;
+
+pub use broker::{Publisher, connect};
+pub use message::{ChunkMessage, QueueMessage};
+pub use topology::Topology;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("RabbitMQ operation failed: {context}")]
+    Amqp {
+        context: &'static str,
+        #[source]
+        source: lapin::Error,
+    },
+    #[error("the broker refused the message (nack)")]
+    Nacked,
+    #[error("the message was returned as unroutable (is the topology declared?)")]
+    Unroutable,
+    #[error("message encoding failed")]
+    Encode(#[source] serde_json::Error),
+}
+
+impl QueueError {
+    pub(crate) fn amqp(context: &'static str) -> impl FnOnce(lapin::Error) -> Self {
+        move |source| QueueError::Amqp { context, source }
+    }
+}

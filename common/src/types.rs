@@ -1,0 +1,197 @@
+//! Domain types shared by the api and the worker: prefixed public ids, job kinds and states.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! prefixed_id {
+    ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, sqlx::Type)]
+        #[sqlx(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new, time-ordered id (UUIDv7).
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}_{}", $prefix, self.0.simple())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let rest = s
+                    .strip_prefix($prefix)
+                    .and_then(|r| r.strip_prefix('_'))
+                    .ok_or(IdError { expected: $prefix })?;
+                if rest.len() != 32 {
+                    return Err(IdError { expected: $prefix });
+                }
+                Uuid::try_parse(rest)
+                    .map(Self)
+                    .map_err(|_| IdError { expected: $prefix })
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = String::deserialize(d)?;
+                raw.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A job: `job_…`.
+    JobId,
+    "job"
+);
+prefixed_id!(
+    /// A tenant: `ten_…`.
+    TenantId,
+    "ten"
+);
+prefixed_id!(
+    /// An API key: `key_…`.
+    KeyId,
+    "key"
+);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid `{expected}_…` id")]
+pub struct IdError {
+    pub expected: &'static str,
+}
+
+/// What a job asks the workers to do. Also the queue routing key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Moderate,
+}
+
+impl JobKind {
+    pub const ALL: [JobKind; 1] = [JobKind::Moderate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Moderate => "moderate",
+        }
+    }
+}
+
+impl FromStr for JobKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown job kind `{s}`"))
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Queued => "queued",
+            JobStatus::Running => "running",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Completed,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown job status `{s}`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_carry_their_prefix() {
+        let id = JobId::new();
+        let text = id.to_string();
+        assert!(text.starts_with("job_"));
+        assert_eq!(text.len(), 4 + 32);
+        assert_eq!(text.parse::<JobId>(), Ok(id));
+        let json = serde_json::to_string(&id).expect("serialize");
+        assert_eq!(json, format!("\"{text}\""));
+    }
+
+    #[test]
+    fn ids_with_the_wrong_prefix_or_shape_are_rejected() {
+        let job = JobId::new().to_string();
+        assert!(job.parse::<TenantId>().is_err());
+        assert!("job_".parse::<JobId>().is_err());
+        assert!("job_not-a-uuid-at-all-xxxxxxxxxxxxxx".parse::<JobId>().is_err());
+        let hyphenated = format!("job_{}", uuid::Uuid::now_v7());
+        assert!(hyphenated.parse::<JobId>().is_err());
+    }
+
+    #[test]
+    fn kinds_parse_from_their_wire_names() {
+        assert_eq!("moderate".parse::<JobKind>(), Ok(JobKind::Moderate));
+        assert!("translate-all-the-things".parse::<JobKind>().is_err());
+    }
+}
