@@ -1,1 +1,79 @@
+//! The Gatehouse worker: consumes chunk messages, batches items across messages onto the
+//! model thread, and commits results, counters and audit records before acking.
+
+pub mod batcher;
+pub mod consumer;
+pub mod http;
 pub mod model;
+pub mod pipeline;
+pub mod store;
+
+use std::sync::Arc;
+
+use gatehouse_common::{config::Config, queue::Topology};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    batcher::ModelHandle,
+    consumer::Consumer,
+    model::{ModelError, OnnxClassifier, init_runtime},
+    pipeline::Pipeline,
+};
+
+/// Loads ONNX Runtime and the moderation model named by the config, on its own thread.
+pub fn load_moderation_model(config: &Config) -> Result<ModelHandle, ModelError> {
+    let env = init_runtime(&config.ort_dylib_path)?;
+    let dir = config.models_dir.join(&config.moderation_model);
+    let model = OnnxClassifier::load(&env, &dir, config.ort_intra_threads)?;
+    tracing::info!(model = %model_ref(&model), dir = %dir.display(), "moderation model loaded");
+    ModelHandle::spawn(Box::new(model), config.batch_max_items, config.batch_max_wait)
+        .map_err(|e| ModelError::Load(format!("cannot start the model thread: {e}")))
+}
+
+fn model_ref(model: &OnnxClassifier) -> String {
+    use crate::model::Classifier;
+    model.info().reference()
+}
+
+/// A running consumer. `stop` is the SIGTERM path; `kill` simulates a crash.
+pub struct WorkerHandle {
+    shutdown: CancellationToken,
+    kill: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    /// Stop consuming, finish and ack in-flight chunks, exit.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Drop everything in flight without acking (the broker redelivers it).
+    pub async fn kill(self) {
+        self.kill.cancel();
+        let _ = self.task.await;
+    }
+
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts consuming; `shutdown` is the process-wide token.
+pub fn start(config: Config, pool: PgPool, model: ModelHandle, shutdown: CancellationToken) -> WorkerHandle {
+    let kill = CancellationToken::new();
+    let consumer = Consumer {
+        topology: Topology::new(&config.queue_prefix),
+        pipeline: Arc::new(Pipeline {
+            pool,
+            moderation: model,
+            max_attempts: config.max_attempts,
+        }),
+        config,
+    };
+    let task = tokio::spawn(consumer.run(shutdown.clone(), kill.clone()));
+    WorkerHandle { shutdown, kill, task }
+}

@@ -1,1 +1,31 @@
-fn main() {}
+use anyhow::Context;
+use gatehouse_common::{config::Config, db, shutdown, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    telemetry::init_tracing(&config);
+    let metrics = telemetry::metrics_handle();
+    let shutdown = shutdown::on_signal();
+
+    let model = gatehouse_worker::load_moderation_model(&config)?;
+    let pool = db::connect(&config).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.worker_listen)
+        .await
+        .with_context(|| format!("cannot listen on GATEHOUSE_WORKER_LISTEN={}", config.worker_listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "worker health and metrics listening");
+    let http_shutdown = shutdown.clone();
+    let router = gatehouse_worker::http::router(pool.clone(), metrics);
+    let http = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
+    });
+
+    gatehouse_worker::start(config, pool, model, shutdown.clone()).wait().await;
+    shutdown.cancel();
+    let _ = http.await;
+    tracing::info!("worker stopped");
+    Ok(())
+}

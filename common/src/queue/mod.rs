@@ -21,6 +21,8 @@ pub enum QueueError {
     Nacked,
     #[error("the message was returned as unroutable (is the topology declared?)")]
     Unroutable,
+    #[error("the consumer was closed by the broker")]
+    Closed,
     #[error("message encoding failed")]
     Encode(#[source] serde_json::Error),
 }

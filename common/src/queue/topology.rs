@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! <p>.jobs (direct) --moderate--> <p>.moderate --(reject)--> <p>.dead (fanout) --> <p>.dead
-//!        ^                                                    
-//!        +---- (TTL expiry) <p>.retry  <-- worker republishes transient failures
+//!        ^
+//!        +-- (TTL expiry) <p>.retry (queue) <-- <p>.retry (fanout) <-- transient failures
 //! ```
 
 use lapin::{
@@ -39,6 +39,12 @@ impl Topology {
     /// The work queue of one job kind: `<prefix>.moderate`.
     pub fn work_queue(&self, kind: JobKind) -> String {
         format!("{}.{}", self.prefix, kind.as_str())
+    }
+
+    /// Fanout exchange in front of the retry queue; messages keep their routing key (the
+    /// job kind), so when their TTL expires they dead-letter back to the right work queue.
+    pub fn retry_exchange(&self) -> String {
+        format!("{}.retry", self.prefix)
     }
 
     /// Delay queue: messages wait out its TTL, then dead-letter back to the jobs exchange.
@@ -132,6 +138,25 @@ impl Topology {
             .queue_declare(self.retry_queue().into(), QueueDeclareOptions::durable(), retry_args)
             .await
             .map_err(QueueError::amqp("declare retry queue"))?;
+        channel
+            .exchange_declare(
+                self.retry_exchange().into(),
+                ExchangeKind::Fanout,
+                durable_exchange,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(QueueError::amqp("declare retry exchange"))?;
+        channel
+            .queue_bind(
+                self.retry_queue().into(),
+                self.retry_exchange().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(QueueError::amqp("bind retry queue"))?;
         Ok(())
     }
 
@@ -146,7 +171,7 @@ impl Topology {
                 .await
                 .map_err(QueueError::amqp("delete queue"))?;
         }
-        for exchange in [self.jobs_exchange(), self.dead_exchange()] {
+        for exchange in [self.jobs_exchange(), self.dead_exchange(), self.retry_exchange()] {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
                 .await

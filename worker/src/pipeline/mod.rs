@@ -1,0 +1,122 @@
+//! Processing one chunk: claim it, run its items through the model for its kind, and commit
+//! results, counters and the audit record together.
+
+pub mod moderate;
+
+use std::time::Instant;
+
+use gatehouse_common::{queue::ChunkMessage, types::JobKind};
+use serde_json::json;
+
+use crate::{
+    batcher::ModelHandle,
+    model::ModelError,
+    store::{self, ChunkEnd, ItemOutcome},
+};
+
+/// How a delivery ended, which decides ack / retry / dead-letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Results committed.
+    Done,
+    /// Already processed (a redelivery): nothing written.
+    Duplicate,
+    /// Too many attempts: items failed with a reason; the message goes to the dead queue.
+    Dead,
+}
+
+/// Errors worth retrying: the next attempt may succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransientError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("model error")]
+    Model(#[from] ModelError),
+}
+
+pub struct Pipeline {
+    pub pool: sqlx::PgPool,
+    pub moderation: ModelHandle,
+    pub max_attempts: i32,
+}
+
+impl Pipeline {
+    pub async fn process(&self, chunk: &ChunkMessage) -> Result<Outcome, TransientError> {
+        let Some(claim) = store::claim(&self.pool, chunk).await? else {
+            return Ok(Outcome::Duplicate);
+        };
+        if claim.attempts > self.max_attempts {
+            return self.give_up(chunk, claim.attempts).await;
+        }
+        let started = Instant::now();
+        let items = store::pending_items(&self.pool, chunk).await?;
+        let (outcomes, model) = match chunk.kind {
+            JobKind::Moderate => {
+                let texts: Vec<String> = items.iter().map(|(_, t)| t.clone()).collect();
+                let scores = self.moderation.classify(texts).await?;
+                let info = self.moderation.info();
+                let outcomes: Vec<(i32, ItemOutcome)> = items
+                    .iter()
+                    .zip(scores)
+                    .map(|((index, _), probabilities)| {
+                        let result = moderate::result(info, &probabilities);
+                        let value = serde_json::to_value(result).unwrap_or_default();
+                        (*index, ItemOutcome::Succeeded(value))
+                    })
+                    .collect();
+                (outcomes, info.reference())
+            }
+        };
+        let audit = json!({
+            "model": model,
+            "items": outcomes.len(),
+            "item_start": chunk.item_start,
+            "item_end": chunk.item_end,
+            "attempt": claim.attempts,
+            "duration_ms": started.elapsed().as_millis() as u64,
+        });
+        let applied = store::complete_chunk(&self.pool, chunk, &outcomes, ChunkEnd::Done, audit).await?;
+        metrics::histogram!("gatehouse_worker_chunk_seconds", "kind" => chunk.kind.as_str())
+            .record(started.elapsed().as_secs_f64());
+        match applied {
+            Some(applied) => {
+                record_items(chunk.kind, applied.succeeded, applied.failed);
+                Ok(Outcome::Done)
+            }
+            None => Ok(Outcome::Duplicate),
+        }
+    }
+
+    /// Marks the chunk's pending items failed with the reason and ends the chunk as dead.
+    async fn give_up(&self, chunk: &ChunkMessage, attempts: i32) -> Result<Outcome, TransientError> {
+        let last = store::last_error(&self.pool, chunk).await?;
+        let message = format!(
+            "gave up after {} attempts{}",
+            attempts - 1,
+            last.map(|e| format!(": {e}")).unwrap_or_default()
+        );
+        let items = store::pending_items(&self.pool, chunk).await?;
+        let outcomes: Vec<(i32, ItemOutcome)> = items
+            .iter()
+            .map(|(index, _)| {
+                let error = json!({"code": "attempts_exhausted", "message": message});
+                (*index, ItemOutcome::Failed(error))
+            })
+            .collect();
+        let audit = json!({"items": outcomes.len(), "reason": message, "attempts": attempts - 1});
+        match store::complete_chunk(&self.pool, chunk, &outcomes, ChunkEnd::Dead, audit).await? {
+            Some(applied) => {
+                record_items(chunk.kind, applied.succeeded, applied.failed);
+                Ok(Outcome::Dead)
+            }
+            None => Ok(Outcome::Duplicate),
+        }
+    }
+}
+
+fn record_items(kind: JobKind, succeeded: i32, failed: i32) {
+    metrics::counter!("gatehouse_worker_items_total", "kind" => kind.as_str(), "status" => "succeeded")
+        .increment(u64::try_from(succeeded).unwrap_or(0));
+    metrics::counter!("gatehouse_worker_items_total", "kind" => kind.as_str(), "status" => "failed")
+        .increment(u64::try_from(failed).unwrap_or(0));
+}
