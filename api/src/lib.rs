@@ -1,1 +1,36 @@
+//! The Gatehouse api: a thin ingress that authenticates tenants, validates submissions,
+//! stores them durably with their outbox messages, and serves status and results.
 
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod extract;
+pub mod relay;
+pub mod routes;
+pub mod state;
+pub mod store;
+mod telemetry;
+
+use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    trace::TraceLayer,
+};
+
+pub use crate::state::AppState;
+use crate::error::ApiError;
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The whole HTTP application; tests drive it directly.
+pub fn app(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_body_bytes;
+    routes::router()
+        .fallback(|| async { ApiError::NotFound })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(telemetry::record))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(TraceLayer::new_for_http().make_span_with(telemetry::span))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}

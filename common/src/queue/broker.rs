@@ -78,3 +78,67 @@ impl Publisher {
         }
     }
 }
+
+/// A lazily (re)connected publishing connection with the topology declared, shared by the
+/// api's outbox relay and its readiness check.
+pub struct Broker {
+    url: String,
+    name: String,
+    topology: super::Topology,
+    retry_delay_ms: u64,
+    inner: tokio::sync::Mutex<Option<(Connection, Publisher)>>,
+}
+
+impl Broker {
+    pub fn new(url: &str, name: &str, topology: super::Topology, retry_delay_ms: u64) -> Self {
+        Self {
+            url: url.to_string(),
+            name: name.to_string(),
+            topology,
+            retry_delay_ms,
+            inner: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    pub fn topology(&self) -> &super::Topology {
+        &self.topology
+    }
+
+    /// A usable publisher, connecting (and declaring the topology) when needed.
+    pub async fn publisher(&self) -> Result<Publisher, QueueError> {
+        let mut guard = self.inner.lock().await;
+        if let Some((conn, publisher)) = guard.as_ref()
+            && conn.status().connected()
+            && publisher.is_usable()
+        {
+            return Ok(publisher.clone());
+        }
+        if let Some((conn, _)) = guard.take() {
+            let _ = conn.close(200, "reconnecting".into()).await;
+        }
+        let connect = async {
+            let conn = connect(&self.url, &self.name).await?;
+            let publisher = Publisher::new(&conn).await?;
+            self.topology
+                .declare(publisher.channel(), self.retry_delay_ms)
+                .await?;
+            Ok::<_, QueueError>((conn, publisher))
+        };
+        let (conn, publisher) = tokio::time::timeout(std::time::Duration::from_secs(10), connect)
+            .await
+            .map_err(|_| QueueError::Timeout)??;
+        *guard = Some((conn, publisher.clone()));
+        Ok(publisher)
+    }
+
+    /// Forgets the current connection after an error; the next call reconnects.
+    pub async fn reset(&self) {
+        if let Some((conn, _)) = self.inner.lock().await.take() {
+            let _ = conn.close(200, "reset".into()).await;
+        }
+    }
+
+    pub async fn close(&self) {
+        self.reset().await;
+    }
+}

@@ -5,7 +5,7 @@ mod broker;
 mod message;
 mod topology;
 
-pub use broker::{Publisher, connect};
+pub use broker::{Broker, Publisher, connect};
 pub use message::{ChunkMessage, QueueMessage};
 pub use topology::Topology;
 
@@ -21,6 +21,8 @@ pub enum QueueError {
     Nacked,
     #[error("the message was returned as unroutable (is the topology declared?)")]
     Unroutable,
+    #[error("timed out talking to RabbitMQ")]
+    Timeout,
     #[error("the consumer was closed by the broker")]
     Closed,
     #[error("message encoding failed")]

@@ -1,0 +1,133 @@
+//! The outbox relay: publishes committed-but-unpublished outbox rows with publisher confirms,
+//! then stamps them. Woken right after each submission, and on a poll interval for anything
+//! a crash left behind. Rows are locked with `SKIP LOCKED`, so any number of api replicas
+//! can relay side by side. A row published but not stamped (crash in between) is published
+//! again: the worker's chunk guard makes that harmless.
+
+use std::{sync::Arc, time::Duration};
+
+use futures_util::future::join_all;
+use gatehouse_common::queue::{Broker, QueueError};
+use lapin::types::FieldTable;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("broker error")]
+    Queue(#[from] QueueError),
+}
+
+pub struct Relay {
+    pool: PgPool,
+    broker: Arc<Broker>,
+    notify: Arc<Notify>,
+    poll: Duration,
+    batch: i64,
+}
+
+impl Relay {
+    pub fn new(state: &AppState) -> Self {
+        Self {
+            pool: state.pool.clone(),
+            broker: state.broker.clone(),
+            notify: state.outbox_notify.clone(),
+            poll: state.config.outbox_poll,
+            batch: state.config.outbox_batch,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut last_cleanup = tokio::time::Instant::now();
+        loop {
+            match self.drain_once().await {
+                Ok(n) if n as i64 >= self.batch => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(?error, "outbox relay failed; will retry");
+                    metrics::counter!("gatehouse_outbox_errors_total").increment(1);
+                    self.broker.reset().await;
+                }
+            }
+            if last_cleanup.elapsed() > Duration::from_secs(3600) {
+                last_cleanup = tokio::time::Instant::now();
+                let _ = sqlx::query(
+                    "DELETE FROM outbox WHERE published_at < now() - interval '7 days'",
+                )
+                .execute(&self.pool)
+                .await;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.notify.notified() => {}
+                () = tokio::time::sleep(self.poll) => {}
+            }
+        }
+    }
+
+    /// Publishes one batch of pending rows; returns how many were published.
+    pub async fn drain_once(&self) -> Result<usize, RelayError> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
+            r"
+            SELECT outbox_id, routing_key, payload FROM outbox
+            WHERE published_at IS NULL
+            ORDER BY outbox_id
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED
+            ",
+        )
+        .bind(self.batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(0);
+        }
+        let publisher = self.broker.publisher().await?;
+        let exchange = self.broker.topology().jobs_exchange();
+        let sends = rows.iter().map(|(_, routing_key, payload)| {
+            let publisher = publisher.clone();
+            let exchange = exchange.clone();
+            async move {
+                let body = serde_json::to_vec(payload).map_err(QueueError::Encode)?;
+                publisher
+                    .publish(&exchange, routing_key, &body, FieldTable::default())
+                    .await
+            }
+        });
+        let outcomes = join_all(sends).await;
+        let mut published = Vec::new();
+        let mut failure = None;
+        for ((id, _, _), outcome) in rows.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => published.push(*id),
+                Err(error) => failure = Some(error),
+            }
+        }
+        sqlx::query("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE outbox_id = ANY($1)")
+            .bind(&published)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(error) = &failure {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE published_at IS NULL AND outbox_id = ANY($1)",
+            )
+            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(error.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        metrics::counter!("gatehouse_outbox_published_total").increment(published.len() as u64);
+        match failure {
+            Some(error) => Err(error.into()),
+            None => Ok(published.len()),
+        }
+    }
+}

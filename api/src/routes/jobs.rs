@@ -1,0 +1,234 @@
+//! `POST /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/results`.
+
+use axum::{
+    Json, Router,
+    body::Body,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use futures_util::stream;
+use gatehouse_common::types::{JobId, JobKind};
+use serde::Deserialize;
+
+use crate::{
+    auth::Principal,
+    error::ApiError,
+    extract::ApiJson,
+    state::AppState,
+    store::jobs::{self, Inserted, NewJob},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/jobs", post(create))
+        .route("/v1/jobs/{id}", get(show))
+        .route("/v1/jobs/{id}/results", get(results))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateJob {
+    pub kind: String,
+    #[serde(default)]
+    pub items: Option<Vec<ItemIn>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ItemIn {
+    #[serde(default)]
+    pub custom_id: Option<String>,
+    pub text: String,
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateJob>,
+) -> Result<Response, ApiError> {
+    let kind: JobKind = body.kind.parse().map_err(|_| {
+        let supported: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+        ApiError::invalid(
+            "unknown_kind",
+            "kind",
+            format!("unknown kind `{}`; supported: {}", body.kind, supported.join(", ")),
+        )
+    })?;
+    let idempotency_key = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| ApiError::BadRequest {
+                    code: "invalid_idempotency_key",
+                    detail: "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+                })
+        })
+        .transpose()?;
+    let items = body.items.unwrap_or_default();
+    let (custom_ids, texts) = validate_items(&state, items)?;
+    let count = texts.len();
+    let inserted = jobs::insert(
+        &state.pool,
+        NewJob {
+            tenant_id: principal.tenant_id,
+            key_id: principal.key_id(),
+            actor: principal.actor(),
+            kind,
+            idempotency_key,
+            custom_ids,
+            texts,
+            chunk_items: state.config.chunk_items,
+        },
+    )
+    .await?;
+    match inserted {
+        Inserted::Created(job) => {
+            state.outbox_notify.notify_one();
+            metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
+            metrics::counter!("gatehouse_api_items_submitted_total", "kind" => kind.as_str())
+                .increment(count as u64);
+            tracing::info!(tenant_id = %principal.tenant_id, job_id = %job.id, items = count, "job accepted");
+            let location = format!("/v1/jobs/{}", job.id);
+            let mut response = (StatusCode::ACCEPTED, Json(job)).into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            Ok(response)
+        }
+        Inserted::Replayed(job) => {
+            let mut response = (StatusCode::OK, Json(job)).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+    }
+}
+
+/// Checks every limit; returns `(custom_ids, texts)`.
+fn validate_items(
+    state: &AppState,
+    items: Vec<ItemIn>,
+) -> Result<(Vec<Option<String>>, Vec<String>), ApiError> {
+    let limits = &state.config.limits;
+    if items.is_empty() {
+        return Err(ApiError::invalid("no_items", "items", "`items` must hold at least one item"));
+    }
+    if items.len() > limits.max_items_per_job {
+        return Err(ApiError::invalid(
+            "too_many_items",
+            "items",
+            format!(
+                "{} items; at most {} per job (GATEHOUSE_MAX_ITEMS_PER_JOB)",
+                items.len(),
+                limits.max_items_per_job
+            ),
+        ));
+    }
+    let mut custom_ids = Vec::with_capacity(items.len());
+    let mut texts = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        if item.text.trim().is_empty() {
+            return Err(ApiError::invalid(
+                "empty_text",
+                format!("items[{i}].text"),
+                format!("items[{i}].text is empty"),
+            ));
+        }
+        let chars = item.text.chars().count();
+        if chars > limits.max_text_chars {
+            return Err(ApiError::invalid(
+                "text_too_long",
+                format!("items[{i}].text"),
+                format!(
+                    "items[{i}].text has {chars} characters; at most {} (GATEHOUSE_MAX_TEXT_CHARS)",
+                    limits.max_text_chars
+                ),
+            ));
+        }
+        if item.text.contains('\0') {
+            return Err(ApiError::invalid(
+                "invalid_text",
+                format!("items[{i}].text"),
+                format!("items[{i}].text contains a NUL character"),
+            ));
+        }
+        if let Some(id) = &item.custom_id
+            && (id.chars().count() > limits.max_custom_id_chars || id.contains('\0'))
+        {
+            return Err(ApiError::invalid(
+                "invalid_custom_id",
+                format!("items[{i}].custom_id"),
+                format!(
+                    "items[{i}].custom_id must be at most {} characters without NUL (GATEHOUSE_MAX_CUSTOM_ID_CHARS)",
+                    limits.max_custom_id_chars
+                ),
+            ));
+        }
+        custom_ids.push(item.custom_id);
+        texts.push(item.text);
+    }
+    Ok((custom_ids, texts))
+}
+
+fn parse_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound)
+}
+
+async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<jobs::Job>, ApiError> {
+    let id = parse_id(&id)?;
+    jobs::get(&state.pool, principal.tenant_id, id)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+const RESULTS_PAGE: i64 = 1000;
+
+/// NDJSON, one line per finished item in submission order. While the job runs, the stream
+/// holds the items finished so far (the `X-Gatehouse-Job-Status` header says which).
+async fn results(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let job = jobs::get(&state.pool, principal.tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let pool = state.pool.clone();
+    let pages = stream::try_unfold(Some(-1), move |cursor| {
+        let pool = pool.clone();
+        async move {
+            let Some(after) = cursor else {
+                return Ok::<_, sqlx::Error>(None);
+            };
+            let lines = jobs::results_page(&pool, id, after, RESULTS_PAGE).await?;
+            if lines.is_empty() {
+                return Ok(None);
+            }
+            let last = lines.last().map(|l| l.index);
+            let full = lines.len() as i64 == RESULTS_PAGE;
+            let mut buf = Vec::with_capacity(lines.len() * 256);
+            for line in &lines {
+                serde_json::to_writer(&mut buf, line).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                buf.push(b'\n');
+            }
+            Ok(Some((buf, if full { last } else { None })))
+        }
+    });
+    let mut response = Response::new(Body::from_stream(pages));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    headers.insert("x-gatehouse-job-status", HeaderValue::from_static(job.status.as_str()));
+    Ok(response)
+}

@@ -1,0 +1,225 @@
+//! `jobs`, `job_items`, `job_chunks` and `outbox`: a submission is one transaction.
+
+use chrono::{DateTime, Utc};
+use gatehouse_common::{
+    queue::{ChunkMessage, QueueMessage},
+    types::{JobId, JobKind, JobStatus, KeyId, TenantId},
+};
+use serde::Serialize;
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub total: i32,
+    pub succeeded: i32,
+    pub failed: i32,
+}
+
+/// The job object of the public API.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: JobId,
+    pub kind: JobKind,
+    pub status: JobStatus,
+    pub counts: Counts,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    job_id: JobId,
+    kind: String,
+    status: String,
+    total: i32,
+    succeeded: i32,
+    failed: i32,
+    created_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = sqlx::Error;
+    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
+        let decode = |e: String| sqlx::Error::Decode(e.into());
+        Ok(Job {
+            id: row.job_id,
+            kind: row.kind.parse().map_err(decode)?,
+            status: row.status.parse().map_err(decode)?,
+            counts: Counts {
+                total: row.total,
+                succeeded: row.succeeded,
+                failed: row.failed,
+            },
+            created_at: row.created_at,
+            completed_at: row.completed_at,
+        })
+    }
+}
+
+const JOB_COLUMNS: &str = "job_id, kind, status, total, succeeded, failed, created_at, completed_at";
+
+pub struct NewJob<'a> {
+    pub tenant_id: TenantId,
+    pub key_id: Option<KeyId>,
+    pub actor: String,
+    pub kind: JobKind,
+    pub idempotency_key: Option<&'a str>,
+    pub custom_ids: Vec<Option<String>>,
+    pub texts: Vec<String>,
+    pub chunk_items: usize,
+}
+
+pub enum Inserted {
+    Created(Job),
+    /// A job with the same `Idempotency-Key` already exists for this tenant.
+    Replayed(Job),
+}
+
+/// Stores the job, its items, its chunks and one outbox message per chunk, atomically.
+pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Error> {
+    let total = i32::try_from(new.texts.len()).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+    let job_id = JobId::new();
+    let mut tx = pool.begin().await?;
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        r"
+        INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key)
+        VALUES ($1, $2, $3, $4, $5, $6)
+        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING {JOB_COLUMNS}
+        "
+    ))
+    .bind(job_id)
+    .bind(new.tenant_id)
+    .bind(new.key_id)
+    .bind(new.kind.as_str())
+    .bind(total)
+    .bind(new.idempotency_key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        tx.rollback().await?;
+        let key = new.idempotency_key.unwrap_or_default();
+        let existing: JobRow = sqlx::query_as(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2"
+        ))
+        .bind(new.tenant_id)
+        .bind(key)
+        .fetch_one(pool)
+        .await?;
+        return Ok(Inserted::Replayed(existing.try_into()?));
+    };
+
+    let indexes: Vec<i32> = (0..total).collect();
+    sqlx::query(
+        r"
+        INSERT INTO job_items (job_id, item_index, custom_id, input)
+        SELECT $1, * FROM UNNEST($2::int4[], $3::text[], $4::text[])
+        ",
+    )
+    .bind(job_id)
+    .bind(&indexes)
+    .bind(&new.custom_ids)
+    .bind(&new.texts)
+    .execute(&mut *tx)
+    .await?;
+
+    let chunk = i32::try_from(new.chunk_items.max(1)).unwrap_or(i32::MAX);
+    let mut chunk_indexes = Vec::new();
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    let mut payloads = Vec::new();
+    let mut start = 0;
+    while start < total {
+        let end = start.saturating_add(chunk).min(total);
+        let index = i32::try_from(chunk_indexes.len()).unwrap_or(i32::MAX);
+        let message = QueueMessage::ChunkV1(ChunkMessage {
+            job_id,
+            tenant_id: new.tenant_id,
+            kind: new.kind,
+            chunk_index: index,
+            item_start: start,
+            item_end: end,
+        });
+        payloads.push(message.to_json().map_err(|e| sqlx::Error::Protocol(e.to_string()))?);
+        chunk_indexes.push(index);
+        starts.push(start);
+        ends.push(end);
+        start = end;
+    }
+    sqlx::query(
+        r"
+        INSERT INTO job_chunks (job_id, chunk_index, item_start, item_end)
+        SELECT $1, * FROM UNNEST($2::int4[], $3::int4[], $4::int4[])
+        ",
+    )
+    .bind(job_id)
+    .bind(&chunk_indexes)
+    .bind(&starts)
+    .bind(&ends)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO outbox (routing_key, payload) SELECT $1, * FROM UNNEST($2::jsonb[])")
+        .bind(new.kind.as_str())
+        .bind(&payloads)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        r"
+        INSERT INTO audit_events (tenant_id, actor, action, job_id, details)
+        VALUES ($1, $2, 'job.created', $3, $4)
+        ",
+    )
+    .bind(new.tenant_id)
+    .bind(&new.actor)
+    .bind(job_id)
+    .bind(serde_json::json!({ "kind": new.kind, "items": total, "chunks": chunk_indexes.len() }))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Inserted::Created(row.try_into()?))
+}
+
+/// The job if it belongs to `tenant` (another tenant's job does not exist for the caller).
+pub async fn get(pool: &PgPool, tenant: TenantId, id: JobId) -> Result<Option<Job>, sqlx::Error> {
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND tenant_id = $2"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await?;
+    row.map(Job::try_from).transpose()
+}
+
+/// One line of the results stream.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct ResultLine {
+    pub index: i32,
+    pub custom_id: Option<String>,
+    pub status: String,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<serde_json::Value>,
+}
+
+/// Finished items after `after` (exclusive), in submission order.
+pub async fn results_page(
+    pool: &PgPool,
+    job: JobId,
+    after: i32,
+    limit: i64,
+) -> Result<Vec<ResultLine>, sqlx::Error> {
+    sqlx::query_as(
+        r"
+        SELECT item_index AS index, custom_id, status, result, error FROM job_items
+        WHERE job_id = $1 AND item_index > $2 AND status <> 'pending'
+        ORDER BY item_index
+        LIMIT $3
+        ",
+    )
+    .bind(job)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,5 @@
+//! The api's Postgres access, one module per table family.
+
+pub mod jobs;
+pub mod keys;
+pub mod tenants;
