@@ -1,0 +1,213 @@
+//! The harness: a private environment, the app driven in-process, a worker on demand.
+
+use std::time::Duration;
+
+use axum::{
+    Router,
+    body::Body,
+    http::{HeaderMap, Method, Request, StatusCode},
+};
+use gatehouse_api::{AppState, app, relay::Relay, store};
+use gatehouse_common::{
+    queue::{self, Topology},
+    telemetry,
+    testkit::TestEnv,
+    types::{JobKind, TenantId},
+};
+use gatehouse_worker::WorkerHandle;
+use http_body_util::BodyExt;
+use lapin::{options::QueueDeclareOptions, types::FieldTable};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+pub struct Harness {
+    pub env: TestEnv,
+    pub state: AppState,
+    pub app: Router,
+    pub key: String,
+    relay: Option<(CancellationToken, JoinHandle<()>)>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+}
+
+impl Harness {
+    /// A fresh environment with a tenant and key; the outbox relay runs when `relay`.
+    pub async fn new(overrides: &[(&str, &str)], relay: bool) -> Self {
+        let mut vars = vec![("GATEHOUSE_ORT_INTRA_THREADS", "1")];
+        vars.extend_from_slice(overrides);
+        let env = TestEnv::new(&vars).await;
+        let state = AppState::new(env.pool.clone(), env.config.clone(), telemetry::metrics_handle());
+        let (_, key) = new_tenant(&state, "acme").await;
+        let mut harness = Self {
+            app: app(state.clone()),
+            env,
+            state,
+            key,
+            relay: None,
+        };
+        if relay {
+            harness.start_relay();
+        }
+        harness
+    }
+
+    pub fn start_relay(&mut self) {
+        let token = CancellationToken::new();
+        let task = tokio::spawn(Relay::new(&self.state).run(token.clone()));
+        self.relay = Some((token, task));
+    }
+
+    pub async fn start_worker(&self) -> WorkerHandle {
+        let model = gatehouse_worker::load_moderation_model(&self.env.config)
+            .expect("model and ONNX Runtime (run `make models`)");
+        gatehouse_worker::start(
+            self.env.config.clone(),
+            self.env.pool.clone(),
+            model,
+            CancellationToken::new(),
+        )
+    }
+
+    pub fn topology(&self) -> Topology {
+        self.env.topology()
+    }
+
+    pub async fn call(&self, method: Method, uri: &str, key: Option<&str>, body: Option<Value>) -> Reply {
+        let mut builder = Request::builder().method(method).uri(uri);
+        if let Some(key) = key {
+            builder = builder.header("authorization", format!("Bearer {key}"));
+        }
+        let body = match body {
+            Some(json) => {
+                builder = builder.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(&json).expect("encode"))
+            }
+            None => Body::empty(),
+        };
+        self.send(builder.body(body).expect("request")).await
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes();
+        Reply { status, headers, body }
+    }
+
+    pub async fn submit(&self, texts: &[String]) -> String {
+        let items: Vec<Value> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| serde_json::json!({"custom_id": format!("c{i}"), "text": t}))
+            .collect();
+        let reply = self
+            .call(
+                Method::POST,
+                "/v1/jobs",
+                Some(&self.key),
+                Some(serde_json::json!({"kind": "moderate", "items": items})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&reply.body));
+        reply.json()["id"].as_str().expect("job id").to_string()
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let reply = self.call(Method::GET, &format!("/v1/jobs/{id}"), Some(&self.key), None).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.json()
+    }
+
+    /// Polls until the job reaches a terminal status.
+    pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or("")) {
+                return job;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "job did not finish in time: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn results(&self, id: &str) -> Vec<Value> {
+        let reply = self
+            .call(Method::GET, &format!("/v1/jobs/{id}/results"), Some(&self.key), None)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.content_type(), "application/x-ndjson");
+        std::str::from_utf8(&reply.body)
+            .expect("utf-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("ndjson line"))
+            .collect()
+    }
+
+    /// Ready messages in one of this test's queues.
+    pub async fn queue_depth(&self, name: &str) -> u32 {
+        let conn = queue::connect(&self.env.config.amqp_url, "gatehouse-test").await.expect("amqp");
+        let channel = conn.create_channel().await.expect("channel");
+        let q = channel
+            .queue_declare(
+                name.into(),
+                QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue exists");
+        let _ = conn.close(200, "bye".into()).await;
+        q.message_count()
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.env.pool).await.expect(sql)
+    }
+
+    pub async fn teardown(mut self) {
+        if let Some((token, task)) = self.relay.take() {
+            token.cancel();
+            let _ = task.await;
+        }
+        self.state.broker.close().await;
+        self.env.teardown().await;
+    }
+}
+
+/// A tenant and a key, the way the admin CLI makes them.
+pub async fn new_tenant(state: &AppState, name: &str) -> (TenantId, String) {
+    let tenant = store::tenants::create(&state.pool, name, "test").await.expect("tenant");
+    let (_, key) = store::keys::create(&state.pool, tenant.tenant_id, "test", "test")
+        .await
+        .expect("key");
+    (tenant.tenant_id, key)
+}
+
+pub fn work_queue(h: &Harness) -> String {
+    h.topology().work_queue(JobKind::Moderate)
+}
+
+pub const REFERENCE: &str = "You are so dumb and stupid!";
+pub const BENIGN: &str = "Have a nice day :)";
