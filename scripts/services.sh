@@ -22,7 +22,7 @@ RABBIT_WAIT_SECS="${GATEHOUSE_SERVICES_RABBIT_WAIT:-120}"
 
 note() { echo "[services] $*" >&2; }
 
-# parse_url URL DEFAULT_PORT -> sets URL_HOST URL_PORT URL_USER URL_PASS
+# parse_url URL DEFAULT_PORT -> sets URL_HOST URL_PORT URL_USER URL_PASS URL_SHOW (host:port)
 parse_url() {
     local url="$1" default_port="$2" rest userinfo
     rest="${url#*://}"
@@ -49,6 +49,8 @@ parse_url() {
     fi
     [[ -n "$URL_HOST" ]] || URL_HOST="127.0.0.1"
     [[ -n "$URL_PORT" ]] || URL_PORT="$default_port"
+    URL_SHOW="$URL_HOST:$URL_PORT"
+    [[ "$URL_HOST" == *:* ]] && URL_SHOW="[$URL_HOST]:$URL_PORT"
     if ! [[ "$URL_PORT" =~ ^[0-9]+$ ]]; then
         note "cannot parse a port from '$url'"
         return 1
@@ -183,11 +185,11 @@ ensure_postgres() {
     parse_url "$url" 5432 || { echo "postgres: bad GATEHOUSE_DATABASE_URL"; return 1; }
     host="$URL_HOST" port="$URL_PORT"
     if pg_ready "$host" "$port"; then
-        echo "postgres: up ($host:$port)"
+        echo "postgres: up ($URL_SHOW)"
         return 0
     fi
     if ! is_local "$host"; then
-        echo "postgres: UNREACHABLE at $host:$port (remote host: not starting anything)"
+        echo "postgres: UNREACHABLE at $URL_SHOW (remote host: not starting anything)"
         return 1
     fi
 
@@ -211,11 +213,11 @@ ensure_postgres() {
     if ! pg_wait "$host" "$port"; then
         note "postgres: last log lines:"
         tail -n 15 "/var/log/postgresql/postgresql-$ver-$name.log" >&2 2>/dev/null || true
-        echo "postgres: UNREACHABLE at $host:$port after ${PG_WAIT_SECS}s (cluster $ver/$name started; does its port match?)"
+        echo "postgres: UNREACHABLE at $URL_SHOW after ${PG_WAIT_SECS}s (cluster $ver/$name started; does its port match?)"
         return 1
     fi
     pg_check_login "$host" "$port" "$URL_USER" "$URL_PASS"
-    echo "postgres: up ($host:$port; started cluster $ver/$name)"
+    echo "postgres: up ($URL_SHOW; started cluster $ver/$name)"
 }
 
 # ---------------------------------------------------------------------------- rabbitmq
@@ -224,11 +226,11 @@ ensure_rabbitmq() {
     parse_url "$url" 5672 || { echo "rabbitmq: bad GATEHOUSE_AMQP_URL"; return 1; }
     host="$URL_HOST" port="$URL_PORT"
     if tcp_open "$host" "$port"; then
-        echo "rabbitmq: up ($host:$port)"
+        echo "rabbitmq: up ($URL_SHOW)"
         return 0
     fi
     if ! is_local "$host"; then
-        echo "rabbitmq: UNREACHABLE at $host:$port (remote host: not starting anything)"
+        echo "rabbitmq: UNREACHABLE at $URL_SHOW (remote host: not starting anything)"
         return 1
     fi
 
@@ -239,7 +241,7 @@ ensure_rabbitmq() {
     if ! tcp_open "$host" "$port"; then
         # A node that is already booting would refuse a second start; only start when down.
         if command -v rabbitmqctl >/dev/null 2>&1 && timeout 20 rabbitmqctl -q ping >/dev/null 2>&1; then
-            note "rabbitmq: node is running but $host:$port is not open yet; waiting ..."
+            note "rabbitmq: node is running but $URL_SHOW is not open yet; waiting ..."
         else
             note "rabbitmq: starting (rabbitmq-server -detached) ..."
             # Output to a file, not $(...): the detached node could inherit the pipe.
@@ -258,8 +260,10 @@ ensure_rabbitmq() {
     until tcp_open "$host" "$port"; do
         if ((SECONDS >= deadline)); then
             note "rabbitmq: last log lines:"
-            tail -n 15 /var/log/rabbitmq/*.log >&2 2>/dev/null || true
-            echo "rabbitmq: UNREACHABLE at $host:$port after ${RABBIT_WAIT_SECS}s"
+            for f in /var/log/rabbitmq/rabbit@*.log; do
+                [[ -f "$f" && "$f" != *_upgrade.log ]] && tail -n 8 "$f" >&2
+            done
+            echo "rabbitmq: UNREACHABLE at $URL_SHOW after ${RABBIT_WAIT_SECS}s"
             return 1
         fi
         sleep 1
@@ -269,11 +273,11 @@ ensure_rabbitmq() {
         ((left > 10)) || left=10
         if ! out="$(timeout "$left" rabbitmqctl -q await_startup 2>&1 </dev/null)"; then
             echo "$out" >&2
-            echo "rabbitmq: port $host:$port is open but 'rabbitmqctl await_startup' did not succeed"
+            echo "rabbitmq: port $URL_SHOW is open but 'rabbitmqctl await_startup' did not succeed"
             return 1
         fi
     fi
-    echo "rabbitmq: up ($host:$port; started)"
+    echo "rabbitmq: up ($URL_SHOW; started)"
 }
 
 rc=0

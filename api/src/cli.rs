@@ -4,7 +4,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "gatehouse-api", version, about = "Gatehouse ingress: HTTP api and admin commands")]
+#[command(
+    name = "gatehouse-api",
+    version,
+    about = "Gatehouse ingress: HTTP api and admin commands"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

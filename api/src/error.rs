@@ -38,7 +38,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn invalid(code: &'static str, field: impl Into<String>, detail: impl Into<String>) -> Self {
+    pub fn invalid(
+        code: &'static str,
+        field: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         ApiError::Unprocessable {
             code,
             detail: detail.into(),
@@ -102,7 +106,10 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let body = Problem {
-            kind: format!("https://gatehouse.invalid/problems/{}", code.replace('_', "-")),
+            kind: format!(
+                "https://gatehouse.invalid/problems/{}",
+                code.replace('_', "-")
+            ),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             code,

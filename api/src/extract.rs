@@ -1,8 +1,8 @@
 //! `ApiJson<T>`: axum's JSON extractor with its rejections turned into problem+json.
 
 use axum::{
-    extract::{FromRequest, Request},
     Json,
+    extract::{FromRequest, Request},
 };
 use serde::de::DeserializeOwned;
 

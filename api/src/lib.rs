@@ -17,8 +17,8 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-pub use crate::state::AppState;
 use crate::error::ApiError;
+pub use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

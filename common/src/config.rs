@@ -99,7 +99,10 @@ impl Config {
                 "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
             )?,
             queue_prefix,
-            api_listen: env.get("GATEHOUSE_API_LISTEN", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            api_listen: env.get(
+                "GATEHOUSE_API_LISTEN",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+            )?,
             worker_listen: env.get(
                 "GATEHOUSE_WORKER_LISTEN",
                 SocketAddr::from(([127, 0, 0, 1], 9091)),

@@ -9,14 +9,22 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 use crate::config::{Config, LogFormat};
 
 /// Installs the global `tracing` subscriber (text or JSON, filter from `GATEHOUSE_LOG`).
+/// Logs go to stderr: stdout belongs to command output (the admin commands print JSON).
 pub fn init_tracing(cfg: &Config) {
     let filter = EnvFilter::try_new(&cfg.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let result = match cfg.log_format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_current_span(true))
+            .with(
+                fmt::layer()
+                    .json()
+                    .with_current_span(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
-        LogFormat::Text => registry.with(fmt::layer()).try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
     // A second initialisation (tests) keeps the first subscriber.
     let _ = result;

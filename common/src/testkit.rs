@@ -32,8 +32,14 @@ impl TestEnv {
     /// Creates the database, runs the migrations, and builds a `Config` pointing at it.
     /// `overrides` are extra `GATEHOUSE_*` variables.
     pub async fn new(overrides: &[(&str, &str)]) -> Self {
-        let server = base_url("GATEHOUSE_TEST_DATABASE_SERVER", "postgres://postgres@127.0.0.1:5432");
-        let amqp = base_url("GATEHOUSE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        let server = base_url(
+            "GATEHOUSE_TEST_DATABASE_SERVER",
+            "postgres://postgres@127.0.0.1:5432",
+        );
+        let amqp = base_url(
+            "GATEHOUSE_AMQP_URL",
+            "amqp://guest:guest@127.0.0.1:5672/%2f",
+        );
         let suffix = uuid::Uuid::now_v7().simple().to_string();
         let db_name = format!("gh_test_{suffix}");
         let admin_url = format!("{server}/postgres");
@@ -48,12 +54,18 @@ impl TestEnv {
 
         let root = workspace_root();
         let mut vars: HashMap<String, String> = HashMap::from([
-            ("GATEHOUSE_DATABASE_URL".into(), format!("{server}/{db_name}")),
+            (
+                "GATEHOUSE_DATABASE_URL".into(),
+                format!("{server}/{db_name}"),
+            ),
             ("GATEHOUSE_AMQP_URL".into(), amqp),
             ("GATEHOUSE_QUEUE_PREFIX".into(), format!("gh_test_{suffix}")),
             ("GATEHOUSE_API_LISTEN".into(), "127.0.0.1:0".into()),
             ("GATEHOUSE_WORKER_LISTEN".into(), "127.0.0.1:0".into()),
-            ("GATEHOUSE_MODELS_DIR".into(), root.join("models").display().to_string()),
+            (
+                "GATEHOUSE_MODELS_DIR".into(),
+                root.join("models").display().to_string(),
+            ),
             ("GATEHOUSE_OUTBOX_POLL_MS".into(), "200".into()),
             ("GATEHOUSE_RETRY_DELAY_MS".into(), "200".into()),
             ("GATEHOUSE_DATABASE_MAX_CONNECTIONS".into(), "5".into()),

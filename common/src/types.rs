@@ -184,7 +184,11 @@ mod tests {
         let job = JobId::new().to_string();
         assert!(job.parse::<TenantId>().is_err());
         assert!("job_".parse::<JobId>().is_err());
-        assert!("job_not-a-uuid-at-all-xxxxxxxxxxxxxx".parse::<JobId>().is_err());
+        assert!(
+            "job_not-a-uuid-at-all-xxxxxxxxxxxxxx"
+                .parse::<JobId>()
+                .is_err()
+        );
         let hyphenated = format!("job_{}", uuid::Uuid::now_v7());
         assert!(hyphenated.parse::<JobId>().is_err());
     }

@@ -56,7 +56,12 @@ impl ModelHandle {
     }
 }
 
-fn run(model: &mut dyn Classifier, rx: &mpsc::Receiver<Request>, max_items: usize, max_wait: Duration) {
+fn run(
+    model: &mut dyn Classifier,
+    rx: &mpsc::Receiver<Request>,
+    max_items: usize,
+    max_wait: Duration,
+) {
     while let Ok(first) = rx.recv() {
         let mut requests = vec![first];
         let mut queued = requests[0].texts.len();
@@ -90,7 +95,10 @@ fn run(model: &mut dyn Classifier, rx: &mpsc::Receiver<Request>, max_items: usiz
 /// Runs the queued requests as batches of at most `max_items`; if a batch fails, its
 /// requests are retried one by one so a bad request cannot fail its neighbours.
 fn process(model: &mut dyn Classifier, requests: Vec<Request>, max_items: usize) {
-    let texts: Vec<String> = requests.iter().flat_map(|r| r.texts.iter().cloned()).collect();
+    let texts: Vec<String> = requests
+        .iter()
+        .flat_map(|r| r.texts.iter().cloned())
+        .collect();
     let mut scores: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
     let mut failed = false;
     for batch in texts.chunks(max_items) {
@@ -162,7 +170,13 @@ mod tests {
             labels: vec!["len".into()],
             threshold: 0.5,
         };
-        (Box::new(Fake { info, batches: batches.clone() }), batches)
+        (
+            Box::new(Fake {
+                info,
+                batches: batches.clone(),
+            }),
+            batches,
+        )
     }
 
     #[tokio::test]

@@ -13,7 +13,10 @@ use gatehouse_common::{
 };
 use lapin::{
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+        BasicQosOptions, BasicRejectOptions,
+    },
     types::FieldTable,
 };
 use tokio::task::JoinSet;
@@ -50,7 +53,11 @@ impl Consumer {
         }
     }
 
-    async fn session(self: &Arc<Self>, shutdown: &CancellationToken, kill: &CancellationToken) -> Result<(), QueueError> {
+    async fn session(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        kill: &CancellationToken,
+    ) -> Result<(), QueueError> {
         let conn = queue::connect(&self.config.amqp_url, "gatehouse-worker").await?;
         let channel = conn
             .create_channel()
@@ -97,14 +104,21 @@ impl Consumer {
             }
         }
 
-        tracing::info!(in_flight = in_flight.len(), "stopping intake; finishing in-flight chunks");
-        let _ = channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
+        tracing::info!(
+            in_flight = in_flight.len(),
+            "stopping intake; finishing in-flight chunks"
+        );
+        let _ = channel
+            .basic_cancel(tag.into(), BasicCancelOptions::default())
+            .await;
         let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
             while in_flight.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("shutdown timeout: unfinished chunks stay unacked and will be redelivered");
+            tracing::warn!(
+                "shutdown timeout: unfinished chunks stay unacked and will be redelivered"
+            );
             in_flight.abort_all();
         }
         let _ = channel.close(200, "shutdown".into()).await;
@@ -136,7 +150,9 @@ impl Consumer {
                 ack(&delivery).await;
             }
             Ok(Outcome::Dead) => {
-                tracing::error!("chunk exhausted its attempts; items failed and message dead-lettered");
+                tracing::error!(
+                    "chunk exhausted its attempts; items failed and message dead-lettered"
+                );
                 count("dead");
                 reject(&delivery).await;
             }
@@ -159,7 +175,10 @@ impl Consumer {
                         tracing::warn!(error = %error_chain(&error), "retry publish failed; requeueing");
                         tokio::time::sleep(self.config.retry_delay).await;
                         let _ = delivery
-                            .nack(BasicNackOptions { multiple: false, requeue: true })
+                            .nack(BasicNackOptions {
+                                multiple: false,
+                                requeue: true,
+                            })
                             .await;
                     }
                 }

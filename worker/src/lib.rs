@@ -28,8 +28,12 @@ pub fn load_moderation_model(config: &Config) -> Result<ModelHandle, ModelError>
     let dir = config.models_dir.join(&config.moderation_model);
     let model = OnnxClassifier::load(&env, &dir, config.ort_intra_threads)?;
     tracing::info!(model = %model_ref(&model), dir = %dir.display(), "moderation model loaded");
-    ModelHandle::spawn(Box::new(model), config.batch_max_items, config.batch_max_wait)
-        .map_err(|e| ModelError::Load(format!("cannot start the model thread: {e}")))
+    ModelHandle::spawn(
+        Box::new(model),
+        config.batch_max_items,
+        config.batch_max_wait,
+    )
+    .map_err(|e| ModelError::Load(format!("cannot start the model thread: {e}")))
 }
 
 fn model_ref(model: &OnnxClassifier) -> String {
@@ -63,7 +67,12 @@ impl WorkerHandle {
 }
 
 /// Starts consuming; `shutdown` is the process-wide token.
-pub fn start(config: Config, pool: PgPool, model: ModelHandle, shutdown: CancellationToken) -> WorkerHandle {
+pub fn start(
+    config: Config,
+    pool: PgPool,
+    model: ModelHandle,
+    shutdown: CancellationToken,
+) -> WorkerHandle {
     let kill = CancellationToken::new();
     let consumer = Consumer {
         topology: Topology::new(&config.queue_prefix),
@@ -75,5 +84,9 @@ pub fn start(config: Config, pool: PgPool, model: ModelHandle, shutdown: Cancell
         config,
     };
     let task = tokio::spawn(consumer.run(shutdown.clone(), kill.clone()));
-    WorkerHandle { shutdown, kill, task }
+    WorkerHandle {
+        shutdown,
+        kill,
+        task,
+    }
 }

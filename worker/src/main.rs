@@ -13,7 +13,12 @@ async fn main() -> anyhow::Result<()> {
 
     let listener = tokio::net::TcpListener::bind(config.worker_listen)
         .await
-        .with_context(|| format!("cannot listen on GATEHOUSE_WORKER_LISTEN={}", config.worker_listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on GATEHOUSE_WORKER_LISTEN={}",
+                config.worker_listen
+            )
+        })?;
     tracing::info!(addr = %listener.local_addr()?, "worker health and metrics listening");
     let http_shutdown = shutdown.clone();
     let router = gatehouse_worker::http::router(pool.clone(), metrics);
@@ -23,7 +28,9 @@ async fn main() -> anyhow::Result<()> {
             .await
     });
 
-    gatehouse_worker::start(config, pool, model, shutdown.clone()).wait().await;
+    gatehouse_worker::start(config, pool, model, shutdown.clone())
+        .wait()
+        .await;
     shutdown.cancel();
     let _ = http.await;
     tracing::info!("worker stopped");

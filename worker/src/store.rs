@@ -57,7 +57,11 @@ pub async fn pending_items(
 }
 
 /// Keeps the last transient error on the chunk, for operators.
-pub async fn record_error(pool: &PgPool, chunk: &ChunkMessage, error: &str) -> Result<(), sqlx::Error> {
+pub async fn record_error(
+    pool: &PgPool,
+    chunk: &ChunkMessage,
+    error: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE job_chunks SET last_error = $3 WHERE job_id = $1 AND chunk_index = $2")
         .bind(chunk.job_id)
         .bind(chunk.chunk_index)
@@ -67,7 +71,10 @@ pub async fn record_error(pool: &PgPool, chunk: &ChunkMessage, error: &str) -> R
     Ok(())
 }
 
-pub async fn last_error(pool: &PgPool, chunk: &ChunkMessage) -> Result<Option<String>, sqlx::Error> {
+pub async fn last_error(
+    pool: &PgPool,
+    chunk: &ChunkMessage,
+) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("SELECT last_error FROM job_chunks WHERE job_id = $1 AND chunk_index = $2")
         .bind(chunk.job_id)
         .bind(chunk.chunk_index)
@@ -155,7 +162,8 @@ pub async fn complete_chunk(
     .bind(&errors)
     .fetch_all(&mut *tx)
     .await?;
-    let succeeded = i32::try_from(written.iter().filter(|s| *s == "succeeded").count()).unwrap_or(i32::MAX);
+    let succeeded =
+        i32::try_from(written.iter().filter(|s| *s == "succeeded").count()).unwrap_or(i32::MAX);
     let failed = i32::try_from(written.len()).unwrap_or(i32::MAX) - succeeded;
 
     let end_status = match end {
@@ -207,7 +215,11 @@ pub async fn complete_chunk(
     .bind(format!("worker:{}", worker_id()))
     .bind(chunk.job_id)
     .bind(chunk.chunk_index)
-    .bind(if end == ChunkEnd::Done { "success" } else { "dead_lettered" })
+    .bind(if end == ChunkEnd::Done {
+        "success"
+    } else {
+        "dead_lettered"
+    })
     .bind(audit)
     .execute(&mut *tx)
     .await?;

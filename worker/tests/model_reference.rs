@@ -29,7 +29,14 @@ fn reproduces_the_published_scores() {
     let labels = model.info().labels.clone();
     assert_eq!(
         labels,
-        ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+        [
+            "toxic",
+            "severe_toxic",
+            "obscene",
+            "threat",
+            "insult",
+            "identity_hate"
+        ]
     );
     let published = [0.989_f32, 0.073, 0.620, 0.019, 0.866, 0.041];
     let scores = model
@@ -51,7 +58,10 @@ fn reproduces_the_published_scores() {
         0.040_729_48,
     ];
     for ((label, got), want) in labels.iter().zip(&scores[0]).zip(precise) {
-        assert!((got - want).abs() <= 1e-3, "{label}: got {got}, published {want}");
+        assert!(
+            (got - want).abs() <= 1e-3,
+            "{label}: got {got}, published {want}"
+        );
     }
 }
 
@@ -70,7 +80,10 @@ fn reproduces_the_published_batch_means_in_one_batch() {
     let batch = model.classify(&texts).expect("classify batch");
     for ((text, want), scores) in published.iter().zip(&batch) {
         let mean = scores.iter().sum::<f32>() / scores.len() as f32;
-        assert!((mean - want).abs() <= 1e-3, "{text}: mean {mean}, published {want}");
+        assert!(
+            (mean - want).abs() <= 1e-3,
+            "{text}: mean {mean}, published {want}"
+        );
         // Batching must not change a text's scores.
         let alone = model.classify(&[text.to_string()]).expect("classify one");
         for (a, b) in alone[0].iter().zip(scores) {
@@ -88,12 +101,16 @@ fn keras_tokenization_rules_hold() {
     assert_eq!(&ids[94..], &[6, 19, 37, 1753, 4, 604]);
     assert!(ids[..94].iter().all(|id| *id == 0));
     assert_eq!(
-        model.encode("YOU, are... so\tDUMB (and) stupid!!").expect("encode"),
+        model
+            .encode("YOU, are... so\tDUMB (and) stupid!!")
+            .expect("encode"),
         ids
     );
     // Unknown words are dropped, not mapped to a token.
     assert_eq!(
-        model.encode("You zzqxjv are so dumb and stupid!").expect("encode"),
+        model
+            .encode("You zzqxjv are so dumb and stupid!")
+            .expect("encode"),
         ids
     );
     // Longer than 100 words: the last 100 are kept ("pre" truncation).

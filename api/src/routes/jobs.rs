@@ -54,7 +54,11 @@ async fn create(
         ApiError::invalid(
             "unknown_kind",
             "kind",
-            format!("unknown kind `{}`; supported: {}", body.kind, supported.join(", ")),
+            format!(
+                "unknown kind `{}`; supported: {}",
+                body.kind,
+                supported.join(", ")
+            ),
         )
     })?;
     let idempotency_key = headers
@@ -89,7 +93,8 @@ async fn create(
     match inserted {
         Inserted::Created(job) => {
             state.outbox_notify.notify_one();
-            metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
+            metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str())
+                .increment(1);
             metrics::counter!("gatehouse_api_items_submitted_total", "kind" => kind.as_str())
                 .increment(count as u64);
             tracing::info!(tenant_id = %principal.tenant_id, job_id = %job.id, items = count, "job accepted");
@@ -117,7 +122,11 @@ fn validate_items(
 ) -> Result<(Vec<Option<String>>, Vec<String>), ApiError> {
     let limits = &state.config.limits;
     if items.is_empty() {
-        return Err(ApiError::invalid("no_items", "items", "`items` must hold at least one item"));
+        return Err(ApiError::invalid(
+            "no_items",
+            "items",
+            "`items` must hold at least one item",
+        ));
     }
     if items.len() > limits.max_items_per_job {
         return Err(ApiError::invalid(
@@ -220,7 +229,8 @@ async fn results(
             let full = lines.len() as i64 == RESULTS_PAGE;
             let mut buf = Vec::with_capacity(lines.len() * 256);
             for line in &lines {
-                serde_json::to_writer(&mut buf, line).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+                serde_json::to_writer(&mut buf, line)
+                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
                 buf.push(b'\n');
             }
             Ok(Some((buf, if full { last } else { None })))
@@ -228,7 +238,13 @@ async fn results(
     });
     let mut response = Response::new(Body::from_stream(pages));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
-    headers.insert("x-gatehouse-job-status", HeaderValue::from_static(job.status.as_str()));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    headers.insert(
+        "x-gatehouse-job-status",
+        HeaderValue::from_static(job.status.as_str()),
+    );
     Ok(response)
 }

@@ -57,7 +57,8 @@ impl TryFrom<JobRow> for Job {
     }
 }
 
-const JOB_COLUMNS: &str = "job_id, kind, status, total, succeeded, failed, created_at, completed_at";
+const JOB_COLUMNS: &str =
+    "job_id, kind, status, total, succeeded, failed, created_at, completed_at";
 
 pub struct NewJob<'a> {
     pub tenant_id: TenantId,
@@ -141,7 +142,11 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
             item_start: start,
             item_end: end,
         });
-        payloads.push(message.to_json().map_err(|e| sqlx::Error::Protocol(e.to_string()))?);
+        payloads.push(
+            message
+                .to_json()
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+        );
         chunk_indexes.push(index);
         starts.push(start);
         ends.push(end);

@@ -28,7 +28,12 @@ fn sha256(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-pub async fn create(pool: &PgPool, tenant: TenantId, name: &str, actor: &str) -> Result<(ApiKey, String), sqlx::Error> {
+pub async fn create(
+    pool: &PgPool,
+    tenant: TenantId,
+    name: &str,
+    actor: &str,
+) -> Result<(ApiKey, String), sqlx::Error> {
     let key_id = KeyId::new();
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);

@@ -10,26 +10,46 @@ use crate::support::{BENIGN, Harness, REFERENCE, work_queue};
 
 fn texts(n: usize) -> Vec<String> {
     (0..n)
-        .map(|i| if i % 2 == 0 { REFERENCE.to_string() } else { format!("{BENIGN} #{i}") })
+        .map(|i| {
+            if i % 2 == 0 {
+                REFERENCE.to_string()
+            } else {
+                format!("{BENIGN} #{i}")
+            }
+        })
         .collect()
 }
 
 async fn assert_exactly_once(h: &Harness, id: &str, n: usize, chunks: i64) {
     let job = h.job(id).await;
     assert_eq!(job["status"], "completed");
-    assert_eq!(job["counts"], json!({"total": n, "succeeded": n, "failed": 0}));
+    assert_eq!(
+        job["counts"],
+        json!({"total": n, "succeeded": n, "failed": 0})
+    );
     let lines = h.results(id).await;
     assert_eq!(lines.len(), n);
-    assert!(lines.iter().enumerate().all(|(i, l)| l["index"] == i && l["status"] == "succeeded"));
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| l["index"] == i && l["status"] == "succeeded")
+    );
     assert_eq!(
-        h.scalar("SELECT count(*) FROM job_items WHERE status = 'succeeded'").await,
+        h.scalar("SELECT count(*) FROM job_items WHERE status = 'succeeded'")
+            .await,
         n as i64
     );
     assert_eq!(
-        h.scalar("SELECT count(*) FROM audit_events WHERE action = 'job.chunk.processed'").await,
+        h.scalar("SELECT count(*) FROM audit_events WHERE action = 'job.chunk.processed'")
+            .await,
         chunks
     );
-    assert_eq!(h.scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'").await, chunks);
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'")
+            .await,
+        chunks
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,24 +69,34 @@ async fn a_worker_killed_mid_job_leaves_every_item_processed_exactly_once() {
     let first = h.start_worker().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let done = h.scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'").await;
+        let done = h
+            .scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'")
+            .await;
         if done >= 3 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "worker made no progress");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker made no progress"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     first.kill().await;
     let at_kill = h.job(&id).await;
     let processed = at_kill["counts"]["succeeded"].as_i64().expect("count");
-    assert!(processed > 0 && processed < n as i64, "kill did not land mid-job: {at_kill}");
+    assert!(
+        processed > 0 && processed < n as i64,
+        "kill did not land mid-job: {at_kill}"
+    );
 
     let second = h.start_worker().await;
     h.wait_done(&id, Duration::from_secs(120)).await;
     assert_exactly_once(&h, &id, n, 100).await;
 
     // Redeliver every chunk message again: nothing may change.
-    let conn = queue::connect(&h.env.config.amqp_url, "test").await.expect("amqp");
+    let conn = queue::connect(&h.env.config.amqp_url, "test")
+        .await
+        .expect("amqp");
     let publisher = Publisher::new(&conn).await.expect("publisher");
     let payloads: Vec<serde_json::Value> = sqlx::query_scalar("SELECT payload FROM outbox")
         .fetch_all(&h.env.pool)
@@ -86,12 +116,71 @@ async fn a_worker_killed_mid_job_leaves_every_item_processed_exactly_once() {
     let _ = conn.close(200, "bye".into()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while h.queue_depth(&work_queue(&h)).await > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "duplicates were not consumed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "duplicates were not consumed"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     second.stop().await; // graceful: finishes and acks whatever is in flight
     assert_eq!(h.queue_depth(&work_queue(&h)).await, 0);
     assert_exactly_once(&h, &id, n, 100).await;
+    h.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_mid_job_finishes_in_flight_chunks_and_loses_nothing() {
+    let h = Harness::new(
+        &[
+            ("GATEHOUSE_CHUNK_ITEMS", "20"),
+            ("GATEHOUSE_BATCH_MAX_ITEMS", "4"),
+            ("GATEHOUSE_WORKER_PREFETCH", "4"),
+        ],
+        true,
+    )
+    .await;
+    let n = 2000;
+    let id = h.submit(&texts(n)).await;
+    let first = h.start_worker().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while h
+        .scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'")
+        .await
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    first.stop().await;
+    // Whatever was taken was finished; everything else is back on the queue, untouched.
+    let pending = h
+        .scalar("SELECT count(*) FROM job_chunks WHERE status = 'pending'")
+        .await;
+    assert!(pending > 0, "the stop did not land mid-job");
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM job_chunks WHERE status = 'pending' AND attempts > 0")
+            .await,
+        0
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while i64::from(h.queue_depth(&work_queue(&h)).await) != pending {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "unfinished chunks were not requeued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = h.start_worker().await;
+    h.wait_done(&id, Duration::from_secs(120)).await;
+    assert_exactly_once(&h, &id, n, 100).await;
+    assert_eq!(
+        h.scalar("SELECT max(attempts)::int8 FROM job_chunks").await,
+        1
+    );
+    second.stop().await;
     h.teardown().await;
 }
 
@@ -104,7 +193,8 @@ async fn the_relay_publishes_what_a_crash_between_commit_and_publish_left_behind
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(h.job(&id).await["status"], "queued");
     assert_eq!(
-        h.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await,
+        h.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
         3
     );
     assert_eq!(h.queue_depth(&work_queue(&h)).await, 0);
@@ -114,7 +204,8 @@ async fn the_relay_publishes_what_a_crash_between_commit_and_publish_left_behind
     h.wait_done(&id, Duration::from_secs(60)).await;
     assert_exactly_once(&h, &id, 120, 3).await;
     assert_eq!(
-        h.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL").await,
+        h.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
         0
     );
     worker.stop().await;
@@ -134,20 +225,33 @@ async fn poison_messages_are_dead_lettered_and_their_items_failed_with_a_reason(
     h.start_relay();
     let job = h.wait_done(&id, Duration::from_secs(60)).await;
     assert_eq!(job["status"], "failed");
-    assert_eq!(job["counts"], json!({"total": 5, "succeeded": 0, "failed": 5}));
+    assert_eq!(
+        job["counts"],
+        json!({"total": 5, "succeeded": 0, "failed": 5})
+    );
     for line in h.results(&id).await {
         assert_eq!(line["status"], "failed");
         assert!(line["result"].is_null());
         assert_eq!(line["error"]["code"], "attempts_exhausted");
         let message = line["error"]["message"].as_str().expect("message");
-        assert!(message.contains("2 attempts") && message.contains("simulated"), "{message}");
+        assert!(
+            message.contains("2 attempts") && message.contains("simulated"),
+            "{message}"
+        );
     }
 
     // A message nobody can read goes to the dead-letter queue too.
-    let conn = queue::connect(&h.env.config.amqp_url, "test").await.expect("amqp");
+    let conn = queue::connect(&h.env.config.amqp_url, "test")
+        .await
+        .expect("amqp");
     let publisher = Publisher::new(&conn).await.expect("publisher");
     publisher
-        .publish(&h.topology().jobs_exchange(), "moderate", b"{not json", FieldTable::default())
+        .publish(
+            &h.topology().jobs_exchange(),
+            "moderate",
+            b"{not json",
+            FieldTable::default(),
+        )
         .await
         .expect("publish garbage");
     let _ = conn.close(200, "bye".into()).await;
@@ -155,7 +259,10 @@ async fn poison_messages_are_dead_lettered_and_their_items_failed_with_a_reason(
     let dead = h.topology().dead_queue();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while h.queue_depth(&dead).await < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "dead-letter queue did not fill");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dead-letter queue did not fill"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(h.queue_depth(&dead).await, 2);

@@ -22,7 +22,10 @@ async fn a_thousand_item_job_completes_with_results_in_order() {
     let id = h.submit(&texts).await;
     let job = h.wait_done(&id, Duration::from_secs(120)).await;
     assert_eq!(job["status"], "completed");
-    assert_eq!(job["counts"], json!({"total": n, "succeeded": n, "failed": 0}));
+    assert_eq!(
+        job["counts"],
+        json!({"total": n, "succeeded": n, "failed": 0})
+    );
     assert!(job["completed_at"].is_string());
 
     let lines = h.results(&id).await;
@@ -33,7 +36,12 @@ async fn a_thousand_item_job_completes_with_results_in_order() {
         assert_eq!(line["status"], "succeeded");
         assert!(line["error"].is_null());
         let result = &line["result"];
-        assert!(result["model"].as_str().expect("model").starts_with("toxic-bilstm@"));
+        assert!(
+            result["model"]
+                .as_str()
+                .expect("model")
+                .starts_with("toxic-bilstm@")
+        );
         match i % 3 {
             0 => {
                 assert_eq!(result["flagged"], true);
@@ -53,7 +61,11 @@ async fn a_thousand_item_job_completes_with_results_in_order() {
         .scalar("SELECT count(*) FROM audit_events WHERE action = 'job.chunk.processed'")
         .await;
     assert_eq!(audits, 12);
-    assert_eq!(h.scalar("SELECT count(*) FROM audit_events WHERE action = 'job.created'").await, 1);
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM audit_events WHERE action = 'job.created'")
+            .await,
+        1
+    );
     worker.stop().await;
     h.teardown().await;
 }
@@ -71,11 +83,20 @@ async fn another_tenants_job_is_a_404() {
         assert_eq!(reply.content_type(), "application/problem+json");
         assert!(!String::from_utf8_lossy(&reply.body).contains(REFERENCE));
         // The owner still sees it.
-        assert_eq!(h.call(Method::GET, &uri, Some(&h.key), None).await.status, StatusCode::OK);
+        assert_eq!(
+            h.call(Method::GET, &uri, Some(&h.key), None).await.status,
+            StatusCode::OK
+        );
     }
     // Unknown and malformed ids are 404 too.
-    for uri in ["/v1/jobs/job_0000000000000000000000000000000a", "/v1/jobs/nope"] {
-        assert_eq!(h.call(Method::GET, uri, Some(&h.key), None).await.status, StatusCode::NOT_FOUND);
+    for uri in [
+        "/v1/jobs/job_0000000000000000000000000000000a",
+        "/v1/jobs/nope",
+    ] {
+        assert_eq!(
+            h.call(Method::GET, uri, Some(&h.key), None).await.status,
+            StatusCode::NOT_FOUND
+        );
     }
     worker.stop().await;
     h.teardown().await;
@@ -111,8 +132,16 @@ async fn health_readiness_and_metrics() {
     let reply = h.call(Method::GET, "/healthz", None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
     let reply = h.call(Method::GET, "/readyz", None, None).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
-    assert_eq!(reply.json()["checks"], json!({"postgres": "ok", "rabbitmq": "ok"}));
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(
+        reply.json()["checks"],
+        json!({"postgres": "ok", "rabbitmq": "ok"})
+    );
     let reply = h.call(Method::GET, "/metrics", None, None).await;
     assert_eq!(reply.status, StatusCode::OK);
     let text = String::from_utf8_lossy(&reply.body);
@@ -121,10 +150,17 @@ async fn health_readiness_and_metrics() {
     h.teardown().await;
 
     // An unreachable broker makes the api not ready (but still alive).
-    let h = Harness::new(&[("GATEHOUSE_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")], false).await;
+    let h = Harness::new(
+        &[("GATEHOUSE_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")],
+        false,
+    )
+    .await;
     let reply = h.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.json()["checks"]["rabbitmq"], "unreachable");
-    assert_eq!(h.call(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
+    assert_eq!(
+        h.call(Method::GET, "/healthz", None, None).await.status,
+        StatusCode::OK
+    );
     h.teardown().await;
 }

@@ -2,6 +2,7 @@
 //! and the real ONNX model. Each test has its own database and queue prefix.
 
 mod bad_input;
+mod cli;
 mod durability;
 mod jobs;
 mod support;

@@ -38,9 +38,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
     pub fn content_type(&self) -> &str {
@@ -57,7 +56,11 @@ impl Harness {
         let mut vars = vec![("GATEHOUSE_ORT_INTRA_THREADS", "1")];
         vars.extend_from_slice(overrides);
         let env = TestEnv::new(&vars).await;
-        let state = AppState::new(env.pool.clone(), env.config.clone(), telemetry::metrics_handle());
+        let state = AppState::new(
+            env.pool.clone(),
+            env.config.clone(),
+            telemetry::metrics_handle(),
+        );
         let (_, key) = new_tenant(&state, "acme").await;
         let mut harness = Self {
             app: app(state.clone()),
@@ -93,7 +96,13 @@ impl Harness {
         self.env.topology()
     }
 
-    pub async fn call(&self, method: Method, uri: &str, key: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut builder = Request::builder().method(method).uri(uri);
         if let Some(key) = key {
             builder = builder.header("authorization", format!("Bearer {key}"));
@@ -112,8 +121,17 @@ impl Harness {
         let response = self.app.clone().oneshot(request).await.expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("body").to_bytes();
-        Reply { status, headers, body }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn submit(&self, texts: &[String]) -> String {
@@ -130,12 +148,24 @@ impl Harness {
                 Some(serde_json::json!({"kind": "moderate", "items": items})),
             )
             .await;
-        assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&reply.body));
+        assert_eq!(
+            reply.status,
+            StatusCode::ACCEPTED,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
         reply.json()["id"].as_str().expect("job id").to_string()
     }
 
     pub async fn job(&self, id: &str) -> Value {
-        let reply = self.call(Method::GET, &format!("/v1/jobs/{id}"), Some(&self.key), None).await;
+        let reply = self
+            .call(
+                Method::GET,
+                &format!("/v1/jobs/{id}"),
+                Some(&self.key),
+                None,
+            )
+            .await;
         assert_eq!(reply.status, StatusCode::OK);
         reply.json()
     }
@@ -145,17 +175,26 @@ impl Harness {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let job = self.job(id).await;
-            if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or("")) {
+            if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or(""))
+            {
                 return job;
             }
-            assert!(tokio::time::Instant::now() < deadline, "job did not finish in time: {job}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job did not finish in time: {job}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn results(&self, id: &str) -> Vec<Value> {
         let reply = self
-            .call(Method::GET, &format!("/v1/jobs/{id}/results"), Some(&self.key), None)
+            .call(
+                Method::GET,
+                &format!("/v1/jobs/{id}/results"),
+                Some(&self.key),
+                None,
+            )
             .await;
         assert_eq!(reply.status, StatusCode::OK);
         assert_eq!(reply.content_type(), "application/x-ndjson");
@@ -168,12 +207,17 @@ impl Harness {
 
     /// Ready messages in one of this test's queues.
     pub async fn queue_depth(&self, name: &str) -> u32 {
-        let conn = queue::connect(&self.env.config.amqp_url, "gatehouse-test").await.expect("amqp");
+        let conn = queue::connect(&self.env.config.amqp_url, "gatehouse-test")
+            .await
+            .expect("amqp");
         let channel = conn.create_channel().await.expect("channel");
         let q = channel
             .queue_declare(
                 name.into(),
-                QueueDeclareOptions { passive: true, ..QueueDeclareOptions::default() },
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
                 FieldTable::default(),
             )
             .await
@@ -183,7 +227,10 @@ impl Harness {
     }
 
     pub async fn scalar(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.env.pool).await.expect(sql)
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.env.pool)
+            .await
+            .expect(sql)
     }
 
     pub async fn teardown(mut self) {
@@ -198,7 +245,9 @@ impl Harness {
 
 /// A tenant and a key, the way the admin CLI makes them.
 pub async fn new_tenant(state: &AppState, name: &str) -> (TenantId, String) {
-    let tenant = store::tenants::create(&state.pool, name, "test").await.expect("tenant");
+    let tenant = store::tenants::create(&state.pool, name, "test")
+        .await
+        .expect("tenant");
     let (_, key) = store::keys::create(&state.pool, tenant.tenant_id, "test", "test")
         .await
         .expect("key");

@@ -8,7 +8,10 @@
 
 use lapin::{
     Channel, ExchangeKind,
-    options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions},
+    options::{
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
+    },
     types::{AMQPValue, FieldTable},
 };
 
@@ -110,7 +113,11 @@ impl Topology {
                 AMQPValue::LongString(self.dead_exchange().into()),
             );
             channel
-                .queue_declare(self.work_queue(kind).into(), QueueDeclareOptions::durable(), args)
+                .queue_declare(
+                    self.work_queue(kind).into(),
+                    QueueDeclareOptions::durable(),
+                    args,
+                )
                 .await
                 .map_err(QueueError::amqp("declare work queue"))?;
             channel
@@ -135,7 +142,11 @@ impl Topology {
             AMQPValue::LongLongInt(i64::try_from(retry_delay_ms).unwrap_or(i64::MAX)),
         );
         channel
-            .queue_declare(self.retry_queue().into(), QueueDeclareOptions::durable(), retry_args)
+            .queue_declare(
+                self.retry_queue().into(),
+                QueueDeclareOptions::durable(),
+                retry_args,
+            )
             .await
             .map_err(QueueError::amqp("declare retry queue"))?;
         channel
@@ -171,7 +182,11 @@ impl Topology {
                 .await
                 .map_err(QueueError::amqp("delete queue"))?;
         }
-        for exchange in [self.jobs_exchange(), self.dead_exchange(), self.retry_exchange()] {
+        for exchange in [
+            self.jobs_exchange(),
+            self.dead_exchange(),
+            self.retry_exchange(),
+        ] {
             channel
                 .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
                 .await

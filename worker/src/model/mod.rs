@@ -39,7 +39,9 @@ pub enum ModelError {
     Missing { dir: String, message: String },
     #[error("invalid model manifest `{path}`: {message}")]
     Manifest { path: String, message: String },
-    #[error("model files in `{dir}` do not match the manifest's sha256 (expected {expected}, found {found}): rebuild with `make models`")]
+    #[error(
+        "model files in `{dir}` do not match the manifest's sha256 (expected {expected}, found {found}): rebuild with `make models`"
+    )]
     HashMismatch {
         dir: String,
         expected: String,

@@ -52,7 +52,11 @@ impl OnnxClassifier {
                 return Err(ModelError::Load(format!("graph has no input `{name}`")));
             }
         }
-        if !session.outputs().iter().any(|o| o.name() == manifest.output) {
+        if !session
+            .outputs()
+            .iter()
+            .any(|o| o.name() == manifest.output)
+        {
             return Err(ModelError::Load(format!(
                 "graph has no output `{}`",
                 manifest.output
@@ -174,7 +178,10 @@ impl Classifier for OnnxClassifier {
             .try_extract_tensor::<f32>()
             .map_err(|e| ModelError::Inference(e.to_string()))?;
         let width = self.manifest.labels.len();
-        if out_shape.len() != 2 || out_shape[1] as usize != width || data.len() != texts.len() * width {
+        if out_shape.len() != 2
+            || out_shape[1] as usize != width
+            || data.len() != texts.len() * width
+        {
             return Err(ModelError::Inference(format!(
                 "unexpected output shape {:?} for {} texts and {} labels",
                 &**out_shape,
@@ -199,7 +206,10 @@ mod tests {
         assert_eq!(fit(&[1, 2, 3], 5, Left, Left, 0), vec![0, 0, 1, 2, 3]);
         assert_eq!(fit(&[1, 2, 3], 5, Left, Right, 0), vec![1, 2, 3, 0, 0]);
         assert_eq!(fit(&[1, 2, 3, 4, 5, 6], 4, Left, Left, 0), vec![3, 4, 5, 6]);
-        assert_eq!(fit(&[1, 2, 3, 4, 5, 6], 4, Right, Left, 0), vec![1, 2, 3, 4]);
+        assert_eq!(
+            fit(&[1, 2, 3, 4, 5, 6], 4, Right, Left, 0),
+            vec![1, 2, 3, 4]
+        );
         assert_eq!(fit(&[], 3, Left, Left, 9), vec![9, 9, 9]);
     }
 

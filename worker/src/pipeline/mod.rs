@@ -75,7 +75,8 @@ impl Pipeline {
             "attempt": claim.attempts,
             "duration_ms": started.elapsed().as_millis() as u64,
         });
-        let applied = store::complete_chunk(&self.pool, chunk, &outcomes, ChunkEnd::Done, audit).await?;
+        let applied =
+            store::complete_chunk(&self.pool, chunk, &outcomes, ChunkEnd::Done, audit).await?;
         metrics::histogram!("gatehouse_worker_chunk_seconds", "kind" => chunk.kind.as_str())
             .record(started.elapsed().as_secs_f64());
         match applied {
@@ -88,7 +89,11 @@ impl Pipeline {
     }
 
     /// Marks the chunk's pending items failed with the reason and ends the chunk as dead.
-    async fn give_up(&self, chunk: &ChunkMessage, attempts: i32) -> Result<Outcome, TransientError> {
+    async fn give_up(
+        &self,
+        chunk: &ChunkMessage,
+        attempts: i32,
+    ) -> Result<Outcome, TransientError> {
         let last = store::last_error(&self.pool, chunk).await?;
         let message = format!(
             "gave up after {} attempts{}",

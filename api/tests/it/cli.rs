@@ -1,0 +1,107 @@
+//! The `gatehouse-api` binary: `migrate` creates the database, the admin commands print one
+//! JSON object that scripts can use, and the key they print works.
+
+use std::process::{Command, Output};
+
+use gatehouse_api::store::keys;
+use gatehouse_common::testkit::TestEnv;
+use sqlx::{Connection, postgres::PgConnection};
+
+fn run(env: &[(&str, String)], args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse-api"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("run gatehouse-api")
+}
+
+fn json(output: &Output) -> serde_json::Value {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "exactly one line on stdout: {stdout}"
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON object")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_creates_the_database_and_admin_commands_print_json() {
+    // TestEnv only to get a server URL and cleanup; the CLI gets a database that does not exist.
+    let env = TestEnv::new(&[]).await;
+    let url = format!("{}_cli", env.config.database_url);
+    let vars = vec![("GATEHOUSE_DATABASE_URL", url.clone())];
+
+    let migrate = run(&vars, &["migrate"]);
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
+    // Twice is fine.
+    assert!(run(&vars, &["migrate"]).status.success());
+
+    let tenant = json(&run(
+        &vars,
+        &["admin", "tenant", "create", "--name", "Acme Corp"],
+    ));
+    let tenant_id = tenant["id"].as_str().expect("id");
+    assert!(tenant_id.starts_with("ten_"));
+    assert_eq!(tenant["name"], "Acme Corp");
+
+    let key = json(&run(
+        &vars,
+        &["admin", "key", "create", "--tenant", tenant_id],
+    ));
+    assert!(key["id"].as_str().expect("id").starts_with("key_"));
+    assert_eq!(key["tenant_id"], tenant_id);
+    let secret = key["key"].as_str().expect("key");
+    assert!(secret.starts_with("ghk_"));
+
+    let mut conn = PgConnection::connect(&url)
+        .await
+        .expect("the CLI created the database");
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT secret_sha256 FROM api_keys")
+        .fetch_one(&mut conn)
+        .await
+        .expect("one key");
+    assert!(!stored.is_empty() && !String::from_utf8_lossy(&stored).contains(secret));
+    let pool = sqlx::PgPool::connect(&url).await.expect("pool");
+    let verified = keys::verify(&pool, secret).await.expect("verify");
+    assert_eq!(
+        verified.map(|(t, _)| t.to_string()),
+        Some(tenant_id.to_string())
+    );
+    pool.close().await;
+    let _ = conn.close().await;
+
+    let bad = run(&vars, &["admin", "key", "create", "--tenant", "ten_nope"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--tenant"));
+    assert!(bad.stdout.is_empty());
+
+    let wrong = run(
+        &[("GATEHOUSE_API_LISTEN", "not-an-address".to_string())],
+        &["serve"],
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("GATEHOUSE_API_LISTEN"));
+
+    let mut admin =
+        PgConnection::connect(&url.replace(&format!("/{}_cli", env.db_name), "/postgres"))
+            .await
+            .expect("admin connection");
+    let _ = sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS \"{}_cli\" WITH (FORCE)",
+        env.db_name
+    ))
+    .execute(&mut admin)
+    .await;
+    let _ = admin.close().await;
+    env.teardown().await;
+}

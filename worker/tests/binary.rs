@@ -1,0 +1,149 @@
+//! The `gatehouse-worker` binary: clear start-up errors, and SIGTERM stops it cleanly.
+
+use std::{
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use gatehouse_common::testkit::TestEnv;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn worker() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gatehouse-worker"))
+}
+
+#[test]
+fn a_wrong_value_names_its_variable() {
+    let out = worker()
+        .env("GATEHOUSE_WORKER_LISTEN", "nope")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("GATEHOUSE_WORKER_LISTEN"));
+}
+
+#[test]
+fn a_missing_onnx_runtime_says_how_to_get_it() {
+    let out = worker()
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/nonexistent/libonnxruntime.so"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("make models") && stderr.contains("ORT_DYLIB_PATH"),
+        "{stderr}"
+    );
+}
+
+async fn get(addr: &str, path: &str) -> Option<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    Some(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_worker_cleanly() {
+    let env = TestEnv::new(&[]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let cfg = &env.config;
+    let mut child = worker()
+        .env("GATEHOUSE_DATABASE_URL", &cfg.database_url)
+        .env("GATEHOUSE_AMQP_URL", &cfg.amqp_url)
+        .env("GATEHOUSE_QUEUE_PREFIX", &cfg.queue_prefix)
+        .env("GATEHOUSE_WORKER_LISTEN", &listen)
+        .env("GATEHOUSE_MODELS_DIR", &cfg.models_dir)
+        .env("ORT_DYLIB_PATH", &cfg.ort_dylib_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn worker");
+
+    let started = Instant::now();
+    loop {
+        if let Some(reply) = get(&listen, "/healthz").await
+            && reply.starts_with("HTTP/1.0 200")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "worker never became healthy"
+        );
+        assert!(
+            child.try_wait().expect("poll").is_none(),
+            "worker exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = get(&listen, "/metrics").await.expect("metrics");
+    assert!(metrics.starts_with("HTTP/1.0 200"));
+    // The consumer declared this test's queues.
+    let conn = gatehouse_common::queue::connect(&cfg.amqp_url, "test")
+        .await
+        .expect("amqp");
+    let channel = conn.create_channel().await.expect("channel");
+    let mut declared = false;
+    for _ in 0..100 {
+        let probe = conn.create_channel().await.expect("channel");
+        if probe
+            .queue_declare(
+                env.topology()
+                    .work_queue(gatehouse_common::types::JobKind::Moderate)
+                    .into(),
+                lapin::options::QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .is_ok()
+        {
+            declared = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(declared, "work queue was not declared");
+    drop(channel);
+    let _ = conn.close(200, "bye".into()).await;
+
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let stopped = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("poll") {
+            break exit;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "worker ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(exit.success(), "exit {exit:?}: {stderr}");
+    assert!(stderr.contains("worker stopped"), "{stderr}");
+    env.teardown().await;
+}
