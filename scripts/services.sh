@@ -13,6 +13,8 @@
 # A remote target is only probed. Prints one line per service on stdout, e.g.
 # "postgres: up (127.0.0.1:5432)"; progress and errors go to stderr. Exits 1 if a
 # service could not be made reachable.
+# Env: GATEHOUSE_SERVICES_PG_WAIT / GATEHOUSE_SERVICES_RABBIT_WAIT  seconds to wait for a
+#      started service (default 60 / 120).
 set -euo pipefail
 
 DEFAULT_DATABASE_URL="postgres://postgres@127.0.0.1:5432/gatehouse"
@@ -65,6 +67,7 @@ is_local() {
 }
 
 tcp_open() { # host port
+    # shellcheck disable=SC2016 # expanded by the inner bash
     timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$1" "$2" >/dev/null 2>&1
 }
 
@@ -88,7 +91,7 @@ apt_install() { # packages...
         APT_UPDATED=1
     fi
     note "apt-get install -y $* (this can take a minute) ..."
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@" \
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" \
         >>"$APT_LOG" 2>&1 </dev/null; then
         tail -n 20 "$APT_LOG" >&2
         note "apt-get install $* failed (full log: $APT_LOG)"
@@ -119,6 +122,7 @@ pg_pick_cluster() {
         done < <(pg_lsclusters -h 2>/dev/null)
     fi
     if [[ -z "$first" && -d /etc/postgresql ]]; then
+        # shellcheck disable=SC2012 # version directory names
         line="$(ls /etc/postgresql 2>/dev/null | head -n1)"
         [[ -n "$line" && -d "/etc/postgresql/$line/main" ]] && first="$line main"
     fi
@@ -162,12 +166,11 @@ pg_trust_local_tcp() { # ver name
 }
 
 pg_wait() { # host port
-    local i
-    for ((i = 0; i < PG_WAIT_SECS; i++)); do
-        pg_ready "$1" "$2" && return 0
+    local deadline=$((SECONDS + PG_WAIT_SECS))
+    until pg_ready "$1" "$2"; do
+        ((SECONDS < deadline)) || return 1
         sleep 1
     done
-    return 1
 }
 
 # Warn (don't fail) when the server answers but the URL's user cannot log in.
@@ -200,6 +203,7 @@ ensure_postgres() {
         fi
         cluster="$(pg_pick_cluster "$port" || true)"
         if [[ -z "$cluster" ]]; then # installed without a default cluster
+            # shellcheck disable=SC2012 # version directory names
             ver="$(ls /usr/lib/postgresql | sort -V | tail -n1)"
             note "postgres: creating cluster $ver/main ..."
             pg_createcluster "$ver" main >/dev/null || { echo "postgres: pg_createcluster failed"; return 1; }
@@ -222,7 +226,7 @@ ensure_postgres() {
 
 # ---------------------------------------------------------------------------- rabbitmq
 ensure_rabbitmq() {
-    local url="${GATEHOUSE_AMQP_URL:-$DEFAULT_AMQP_URL}" host port i out
+    local url="${GATEHOUSE_AMQP_URL:-$DEFAULT_AMQP_URL}" host port out
     parse_url "$url" 5672 || { echo "rabbitmq: bad GATEHOUSE_AMQP_URL"; return 1; }
     host="$URL_HOST" port="$URL_PORT"
     if tcp_open "$host" "$port"; then

@@ -54,6 +54,7 @@ impl Relay {
                     self.broker.reset().await;
                 }
             }
+            self.record_backlog().await;
             if last_cleanup.elapsed() > Duration::from_secs(3600) {
                 last_cleanup = tokio::time::Instant::now();
                 let _ = sqlx::query(
@@ -67,6 +68,23 @@ impl Relay {
                 () = self.notify.notified() => {}
                 () = tokio::time::sleep(self.poll) => {}
             }
+        }
+    }
+
+    /// `gatehouse_outbox_pending_messages` and `gatehouse_outbox_oldest_pending_seconds`: a
+    /// growing backlog means the broker is unreachable or the relay is stuck.
+    async fn record_backlog(&self) {
+        let backlog: Result<(i64, f64), _> = sqlx::query_as(
+            r"
+            SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at))::float8, 0)
+            FROM outbox WHERE published_at IS NULL
+            ",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        if let Ok((pending, oldest)) = backlog {
+            metrics::gauge!("gatehouse_outbox_pending_messages").set(pending as f64);
+            metrics::gauge!("gatehouse_outbox_oldest_pending_seconds").set(oldest);
         }
     }
 

@@ -1,0 +1,66 @@
+# Gatehouse developer tasks. `make` (or `make help`) lists them.
+# Every GATEHOUSE_* / ORT_DYLIB_PATH variable already exported in the environment is passed
+# through unchanged to the scripts, cargo and the binaries.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+API_BIN := target/debug/gatehouse-api
+# Name prefix of the databases, queues and exchanges the tests create.
+TEST_PREFIX ?= gh_test_
+
+.PHONY: help services models build migrate demo stop test lint clean-test-data
+
+help: ## List the targets
+	@echo "Gatehouse make targets:"
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-16s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+services: ## Make Postgres and RabbitMQ reachable (starts or installs them locally if needed)
+	bash scripts/services.sh
+
+models: ## Fetch ONNX Runtime and build the moderation model into models/ (idempotent)
+	bash scripts/fetch-onnxruntime.sh && bash scripts/build-models.sh
+
+build: ## Build gatehouse-api and gatehouse-worker (debug)
+	$(CARGO) build --workspace --bins
+
+migrate: services build ## Create the database if missing and apply the migrations
+	$(API_BIN) migrate
+
+demo: services models build ## Run api + worker in the background and moderate samples/moderation.json
+	bash scripts/demo.sh
+
+stop: ## Stop the demo's api and worker
+	bash scripts/stop.sh
+
+test: services models ## Run the whole test suite (needs Postgres and RabbitMQ)
+	$(CARGO) test --workspace --all-targets
+
+lint: ## rustfmt check and clippy with warnings denied
+	$(CARGO) fmt --all -- --check && $(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean-test-data: ## Drop leftover test databases and RabbitMQ queues/exchanges (gh_test_*)
+	@n=0; \
+	for db in $$(psql -h 127.0.0.1 -U postgres -d postgres -XAtqc \
+	        "SELECT datname FROM pg_database WHERE starts_with(datname, '$(TEST_PREFIX)')"); do \
+	    psql -h 127.0.0.1 -U postgres -d postgres -Xqc "DROP DATABASE \"$$db\" WITH (FORCE)" && n=$$((n + 1)); \
+	done; \
+	echo "postgres: dropped $$n $(TEST_PREFIX)* databases"
+	@n=0; \
+	for q in $$(rabbitmqctl -q list_queues name | grep '^$(TEST_PREFIX)' || true); do \
+	    rabbitmqctl -q delete_queue "$$q" >/dev/null && n=$$((n + 1)); \
+	done; \
+	echo "rabbitmq: deleted $$n $(TEST_PREFIX)* queues"; \
+	if command -v rabbitmqadmin >/dev/null 2>&1; then \
+	    if ex="$$(rabbitmqadmin -q -f tsv list exchanges name 2>/dev/null)"; then \
+	        n=0; \
+	        for e in $$(printf '%s\n' "$$ex" | grep '^$(TEST_PREFIX)' || true); do \
+	            rabbitmqadmin -q delete exchange name="$$e" >/dev/null && n=$$((n + 1)); \
+	        done; \
+	        echo "rabbitmq: deleted $$n $(TEST_PREFIX)* exchanges"; \
+	    else \
+	        echo "rabbitmq: exchanges skipped (rabbitmqadmin cannot reach the management API)"; \
+	    fi; \
+	fi
