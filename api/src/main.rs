@@ -30,6 +30,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
     let pool = db::connect(&config).await?;
+    db::check_migrated(&pool).await?;
     let listen = config.api_listen;
     let state = AppState::new(pool, config, metrics);
     let relay = tokio::spawn(Relay::new(&state).run(shutdown.clone()));
@@ -51,6 +52,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
 async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
     let pool = db::connect(&config).await?;
+    db::check_migrated(&pool).await?;
     let output = match command {
         AdminCommand::Tenant {
             command: TenantCommand::Create { name },

@@ -40,7 +40,7 @@ pub struct Limits {
     pub max_custom_id_chars: usize,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub database_url: String,
     pub database_max_connections: u32,
@@ -138,6 +138,34 @@ impl Config {
     }
 }
 
+/// `scheme://user:***@host…`: URLs may carry passwords; nothing prints them.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &redact_url(&self.database_url))
+            .field("amqp_url", &redact_url(&self.amqp_url))
+            .field("queue_prefix", &self.queue_prefix)
+            .field("api_listen", &self.api_listen)
+            .field("worker_listen", &self.worker_listen)
+            .field("models_dir", &self.models_dir)
+            .field("ort_dylib_path", &self.ort_dylib_path)
+            .field("moderation_model", &self.moderation_model)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Env<'a>(&'a dyn Fn(&str) -> Option<String>);
 
 impl Env<'_> {
@@ -196,6 +224,22 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/gatehouse"
         );
         assert_eq!(cfg.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    }
+
+    #[test]
+    fn debug_output_hides_passwords() {
+        let cfg = with(&[
+            ("GATEHOUSE_DATABASE_URL", "postgres://app:s3cret@db:5432/gh"),
+            ("GATEHOUSE_AMQP_URL", "amqp://gh:hunter2@mq:5672/%2f"),
+        ])
+        .expect("valid");
+        let text = format!("{cfg:?}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(text.contains("postgres://app:***@db:5432/gh"), "{text}");
+        assert_eq!(redact_url("amqp://localhost/%2f"), "amqp://localhost/%2f");
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub enum DbSetupError {
     Create(String, #[source] sqlx::Error),
     #[error("migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    #[error(
+        "the database is not migrated to this version (missing migration {0}): run `gatehouse-api migrate`"
+    )]
+    NotMigrated(i64),
+    #[error("cannot read the migration state")]
+    Check(#[source] sqlx::Error),
 }
 
 pub async fn connect(cfg: &Config) -> Result<PgPool, DbSetupError> {
@@ -71,4 +77,24 @@ pub async fn ensure_database(database_url: &str) -> Result<(), DbSetupError> {
 
 pub async fn migrate(pool: &PgPool) -> Result<(), DbSetupError> {
     MIGRATOR.run(pool).await.map_err(DbSetupError::Migrate)
+}
+
+/// Fails unless every migration this binary knows has been applied, so a process never runs
+/// against a schema it does not understand.
+pub async fn check_migrated(pool: &PgPool) -> Result<(), DbSetupError> {
+    let applied: Vec<i64> = match sqlx::query_scalar(
+        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(versions) => versions,
+        // No migrations table at all: nothing was ever applied.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+        Err(e) => return Err(DbSetupError::Check(e)),
+    };
+    match MIGRATOR.iter().find(|m| !applied.contains(&m.version)) {
+        Some(missing) => Err(DbSetupError::NotMigrated(missing.version)),
+        None => Ok(()),
+    }
 }

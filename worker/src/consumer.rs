@@ -21,6 +21,7 @@ use lapin::{
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::pipeline::{Outcome, Pipeline};
 
@@ -138,23 +139,30 @@ impl Consumer {
         };
         let QueueMessage::ChunkV1(chunk) = &message;
         let span = tracing::info_span!("chunk", job_id = %chunk.job_id, tenant_id = %chunk.tenant_id, chunk = chunk.chunk_index);
-        let _enter = span.enter();
+        self.settle(publisher, &delivery, &message)
+            .instrument(span)
+            .await;
+    }
+
+    /// Processes the chunk and acks, retries or dead-letters its delivery.
+    async fn settle(&self, publisher: &Publisher, delivery: &Delivery, message: &QueueMessage) {
+        let QueueMessage::ChunkV1(chunk) = message;
         match self.pipeline.process(chunk).await {
             Ok(Outcome::Done) => {
                 count("done");
-                ack(&delivery).await;
+                ack(delivery).await;
             }
             Ok(Outcome::Duplicate) => {
                 tracing::info!("chunk already processed; acking the redelivery");
                 count("duplicate");
-                ack(&delivery).await;
+                ack(delivery).await;
             }
             Ok(Outcome::Dead) => {
                 tracing::error!(
                     "chunk exhausted its attempts; items failed and message dead-lettered"
                 );
                 count("dead");
-                reject(&delivery).await;
+                reject(delivery).await;
             }
             Err(error) => {
                 let reason = error_chain(&error);
@@ -170,7 +178,7 @@ impl Consumer {
                     )
                     .await;
                 match retried {
-                    Ok(()) => ack(&delivery).await,
+                    Ok(()) => ack(delivery).await,
                     Err(error) => {
                         tracing::warn!(error = %error_chain(&error), "retry publish failed; requeueing");
                         tokio::time::sleep(self.config.retry_delay).await;

@@ -10,6 +10,7 @@ async fn main() -> anyhow::Result<()> {
 
     let model = gatehouse_worker::load_moderation_model(&config)?;
     let pool = db::connect(&config).await?;
+    db::check_migrated(&pool).await?;
 
     let listener = tokio::net::TcpListener::bind(config.worker_listen)
         .await

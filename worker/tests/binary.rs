@@ -40,6 +40,26 @@ fn a_missing_onnx_runtime_says_how_to_get_it() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmigrated_database_is_refused() {
+    let env = TestEnv::new(&[]).await;
+    sqlx::query("DROP TABLE _sqlx_migrations")
+        .execute(&env.pool)
+        .await
+        .expect("forget migrations");
+    let out = worker()
+        .env("GATEHOUSE_DATABASE_URL", &env.config.database_url)
+        .env("GATEHOUSE_MODELS_DIR", &env.config.models_dir)
+        .env("ORT_DYLIB_PATH", &env.config.ort_dylib_path)
+        .env("GATEHOUSE_WORKER_LISTEN", "127.0.0.1:0")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("gatehouse-api migrate"), "{stderr}");
+    env.teardown().await;
+}
+
 async fn get(addr: &str, path: &str) -> Option<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     stream

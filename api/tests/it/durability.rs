@@ -213,6 +213,50 @@ async fn the_relay_publishes_what_a_crash_between_commit_and_publish_left_behind
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transient_failure_is_retried_through_the_delay_queue_until_it_succeeds() {
+    let h = Harness::new(&[("GATEHOUSE_MAX_ATTEMPTS", "50")], true).await;
+    // Make the commit of any chunk fail (the audit insert violates a new constraint).
+    sqlx::query(
+        "ALTER TABLE audit_events ADD CONSTRAINT outage CHECK (action <> 'job.chunk.processed') NOT VALID",
+    )
+    .execute(&h.env.pool)
+    .await
+    .expect("inject fault");
+    let worker = h.start_worker().await;
+    let id = h.submit(&texts(3)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while h.scalar("SELECT max(attempts)::int8 FROM job_chunks").await < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the chunk was not retried"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last_error: String = sqlx::query_scalar("SELECT last_error FROM job_chunks")
+        .fetch_one(&h.env.pool)
+        .await
+        .expect("last error");
+    assert!(last_error.contains("outage"), "{last_error}");
+    // Nothing was half-written by the failed attempts.
+    assert_eq!(h.job(&id).await["counts"]["succeeded"], 0);
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM job_items WHERE status <> 'pending'")
+            .await,
+        0
+    );
+
+    // The outage ends; the next retry succeeds.
+    sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT outage")
+        .execute(&h.env.pool)
+        .await
+        .expect("end fault");
+    h.wait_done(&id, Duration::from_secs(30)).await;
+    assert_exactly_once(&h, &id, 3, 1).await;
+    worker.stop().await;
+    h.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_are_dead_lettered_and_their_items_failed_with_a_reason() {
     let mut h = Harness::new(&[("GATEHOUSE_MAX_ATTEMPTS", "2")], false).await;
     let worker = h.start_worker().await;
