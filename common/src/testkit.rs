@@ -107,13 +107,15 @@ impl TestEnv {
             let _ = conn.close(200, "bye".into()).await;
         }
         self.pool.close().await;
+        self.drop_database(&self.db_name).await;
+    }
+
+    /// Drops a database on this test's server (best effort).
+    pub async fn drop_database(&self, name: &str) {
         if let Ok(mut admin) = PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.db_name
-            ))
-            .execute(&mut admin)
-            .await;
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .execute(&mut admin)
+                .await;
             let _ = admin.close().await;
         }
     }

@@ -92,16 +92,6 @@ async fn migrate_creates_the_database_and_admin_commands_print_json() {
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("GATEHOUSE_API_LISTEN"));
 
-    let mut admin =
-        PgConnection::connect(&url.replace(&format!("/{}_cli", env.db_name), "/postgres"))
-            .await
-            .expect("admin connection");
-    let _ = sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS \"{}_cli\" WITH (FORCE)",
-        env.db_name
-    ))
-    .execute(&mut admin)
-    .await;
-    let _ = admin.close().await;
+    env.drop_database(&format!("{}_cli", env.db_name)).await;
     env.teardown().await;
 }

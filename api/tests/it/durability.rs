@@ -20,6 +20,35 @@ fn texts(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// A job of `n` items in chunks of 20 and a worker that has finished a few of them: small
+/// chunks and batches so a kill or a stop lands in the middle of the job.
+async fn mid_job(n: usize) -> (Harness, String, gatehouse_worker::WorkerHandle) {
+    let h = Harness::new(
+        &[
+            ("GATEHOUSE_CHUNK_ITEMS", "20"),
+            ("GATEHOUSE_BATCH_MAX_ITEMS", "4"),
+            ("GATEHOUSE_WORKER_PREFETCH", "4"),
+        ],
+        true,
+    )
+    .await;
+    let id = h.submit(&texts(n)).await;
+    let worker = h.start_worker().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while h
+        .scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'")
+        .await
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker made no progress"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (h, id, worker)
+}
+
 async fn assert_exactly_once(h: &Harness, id: &str, n: usize, chunks: i64) {
     let job = h.job(id).await;
     assert_eq!(job["status"], "completed");
@@ -54,33 +83,8 @@ async fn assert_exactly_once(h: &Harness, id: &str, n: usize, chunks: i64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_job_leaves_every_item_processed_exactly_once() {
-    // Small chunks and batches so the kill lands in the middle of the job.
-    let h = Harness::new(
-        &[
-            ("GATEHOUSE_CHUNK_ITEMS", "20"),
-            ("GATEHOUSE_BATCH_MAX_ITEMS", "4"),
-            ("GATEHOUSE_WORKER_PREFETCH", "4"),
-        ],
-        true,
-    )
-    .await;
     let n = 2000;
-    let id = h.submit(&texts(n)).await;
-    let first = h.start_worker().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = h
-            .scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'")
-            .await;
-        if done >= 3 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "worker made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (h, id, first) = mid_job(n).await;
     first.kill().await;
     let at_kill = h.job(&id).await;
     let processed = at_kill["counts"]["succeeded"].as_i64().expect("count");
@@ -130,30 +134,8 @@ async fn a_worker_killed_mid_job_leaves_every_item_processed_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_graceful_stop_mid_job_finishes_in_flight_chunks_and_loses_nothing() {
-    let h = Harness::new(
-        &[
-            ("GATEHOUSE_CHUNK_ITEMS", "20"),
-            ("GATEHOUSE_BATCH_MAX_ITEMS", "4"),
-            ("GATEHOUSE_WORKER_PREFETCH", "4"),
-        ],
-        true,
-    )
-    .await;
     let n = 2000;
-    let id = h.submit(&texts(n)).await;
-    let first = h.start_worker().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while h
-        .scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'")
-        .await
-        < 3
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "worker made no progress"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (h, id, first) = mid_job(n).await;
     first.stop().await;
     // Whatever was taken was finished; everything else is back on the queue, untouched.
     let pending = h

@@ -65,110 +65,52 @@ impl Topology {
 
     /// Declares everything (idempotent). `retry_delay_ms` is the retry queue's TTL.
     pub async fn declare(&self, channel: &Channel, retry_delay_ms: u64) -> Result<(), QueueError> {
-        let durable_exchange = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        channel
-            .exchange_declare(
-                self.jobs_exchange().into(),
-                ExchangeKind::Direct,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(QueueError::amqp("declare jobs exchange"))?;
-        channel
-            .exchange_declare(
-                self.dead_exchange().into(),
-                ExchangeKind::Fanout,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(QueueError::amqp("declare dead-letter exchange"))?;
-        channel
-            .queue_declare(
-                self.dead_queue().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(QueueError::amqp("declare dead-letter queue"))?;
-        channel
-            .queue_bind(
-                self.dead_queue().into(),
-                self.dead_exchange().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(QueueError::amqp("bind dead-letter queue"))?;
-
-        for kind in JobKind::ALL {
+        let dead_letter_to = |exchange: String| {
             let mut args = FieldTable::default();
             args.insert(
                 "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(self.dead_exchange().into()),
+                AMQPValue::LongString(exchange.into()),
             );
-            channel
-                .queue_declare(
-                    self.work_queue(kind).into(),
-                    QueueDeclareOptions::durable(),
-                    args,
-                )
-                .await
-                .map_err(QueueError::amqp("declare work queue"))?;
-            channel
-                .queue_bind(
-                    self.work_queue(kind).into(),
-                    self.jobs_exchange().into(),
-                    kind.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(QueueError::amqp("bind work queue"))?;
+            args
+        };
+        exchange(channel, &self.jobs_exchange(), ExchangeKind::Direct).await?;
+
+        exchange(channel, &self.dead_exchange(), ExchangeKind::Fanout).await?;
+        bound_queue(
+            channel,
+            &self.dead_queue(),
+            FieldTable::default(),
+            &self.dead_exchange(),
+            "",
+        )
+        .await?;
+
+        for kind in JobKind::ALL {
+            let args = dead_letter_to(self.dead_exchange());
+            bound_queue(
+                channel,
+                &self.work_queue(kind),
+                args,
+                &self.jobs_exchange(),
+                kind.as_str(),
+            )
+            .await?;
         }
 
-        let mut retry_args = FieldTable::default();
-        retry_args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(self.jobs_exchange().into()),
-        );
+        let mut retry_args = dead_letter_to(self.jobs_exchange());
         retry_args.insert(
             "x-message-ttl".into(),
             AMQPValue::LongLongInt(i64::try_from(retry_delay_ms).unwrap_or(i64::MAX)),
         );
-        channel
-            .queue_declare(
-                self.retry_queue().into(),
-                QueueDeclareOptions::durable(),
-                retry_args,
-            )
-            .await
-            .map_err(QueueError::amqp("declare retry queue"))?;
-        channel
-            .exchange_declare(
-                self.retry_exchange().into(),
-                ExchangeKind::Fanout,
-                durable_exchange,
-                FieldTable::default(),
-            )
-            .await
-            .map_err(QueueError::amqp("declare retry exchange"))?;
-        channel
-            .queue_bind(
-                self.retry_queue().into(),
-                self.retry_exchange().into(),
-                "".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(QueueError::amqp("bind retry queue"))?;
-        Ok(())
+        exchange(channel, &self.retry_exchange(), ExchangeKind::Fanout).await?;
+        bound_queue(
+            channel,
+            &self.retry_queue(),
+            retry_args,
+            &self.retry_exchange(),
+            "",
+        )
+        .await
     }
 
     /// Deletes everything this topology declared (tests and teardown).
@@ -194,6 +136,41 @@ impl Topology {
         }
         Ok(())
     }
+}
+
+async fn exchange(channel: &Channel, name: &str, kind: ExchangeKind) -> Result<(), QueueError> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
+        .await
+        .map_err(QueueError::amqp("declare exchange"))
+}
+
+/// A durable queue with `args`, bound to `exchange` with `routing_key`.
+async fn bound_queue(
+    channel: &Channel,
+    name: &str,
+    args: FieldTable,
+    exchange: &str,
+    routing_key: &str,
+) -> Result<(), QueueError> {
+    channel
+        .queue_declare(name.into(), QueueDeclareOptions::durable(), args)
+        .await
+        .map_err(QueueError::amqp("declare queue"))?;
+    channel
+        .queue_bind(
+            name.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(QueueError::amqp("bind queue"))
 }
 
 #[cfg(test)]
