@@ -43,10 +43,13 @@ pub enum AdminCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
-    /// Create a tenant; prints `{"id": "ten_…", "name", "enabled", "created_at"}`.
+    /// Create a tenant; prints `{"id": "ten_…", "slug", "name", "enabled", "scopes", "created_at"}`.
     Create {
         #[arg(long)]
         name: String,
+        /// Unique short name used at login; derived from the name when omitted.
+        #[arg(long)]
+        slug: Option<String>,
     },
 }
 

@@ -55,13 +55,26 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
     db::check_migrated(&pool).await?;
     let output = match command {
         AdminCommand::Tenant {
-            command: TenantCommand::Create { name },
+            command: TenantCommand::Create { name, slug },
         } => {
             let name = name.trim();
             if name.is_empty() || name.chars().count() > 200 {
                 bail!("--name must be 1 to 200 characters");
             }
-            serde_json::to_value(tenants::create(&pool, name, "cli").await?)?
+            let slug = slug.unwrap_or_else(|| tenants::slugify(name));
+            if slug.is_empty() || slug != tenants::slugify(&slug) {
+                bail!("--slug must be lowercase letters, digits and single dashes (got `{slug}`)");
+            }
+            match tenants::create(&pool, name, &slug, "cli").await {
+                Ok(tenant) => serde_json::to_value(tenant)?,
+                Err(e)
+                    if e.as_database_error()
+                        .is_some_and(|d| d.is_unique_violation()) =>
+                {
+                    bail!("a tenant with slug `{slug}` already exists (choose another with --slug)")
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         AdminCommand::Key {
             command: KeyCommand::Create { tenant, name },

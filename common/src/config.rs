@@ -40,6 +40,27 @@ pub struct Limits {
     pub max_custom_id_chars: usize,
 }
 
+/// Identity: tokens, keys, logins, network rules.
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// `GATEHOUSE_JWT_ISSUER`: the `iss` of issued tokens (and the only one accepted).
+    pub jwt_issuer: String,
+    /// `GATEHOUSE_JWT_AUDIENCE`: the `aud` of issued tokens (and the only one accepted).
+    pub jwt_audience: String,
+    /// `GATEHOUSE_JWT_TTL_SECS`: token lifetime, at most 24 h.
+    pub jwt_ttl: Duration,
+    /// `GATEHOUSE_KEY_ROTATION_GRACE_SECS`: how long a rotated key's old secret stays valid.
+    pub key_rotation_grace: Duration,
+    /// `GATEHOUSE_LOGIN_MAX_FAILURES`: failures per user or per IP before a lockout.
+    pub login_max_failures: i32,
+    /// `GATEHOUSE_LOGIN_LOCKOUT_SECS`: the lockout (and the window failures are counted in).
+    pub login_lockout: Duration,
+    /// `GATEHOUSE_TRUSTED_PROXIES`: comma-separated CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// `GATEHOUSE_CORS_ORIGINS`: comma-separated origins allowed by CORS (empty: none).
+    pub cors_origins: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct Config {
     pub database_url: String,
@@ -65,6 +86,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
+    pub identity: IdentityConfig,
 }
 
 impl Config {
@@ -133,7 +155,27 @@ impl Config {
             ),
             log_format: env.get("GATEHOUSE_LOG_FORMAT", LogFormat::Text)?,
             log_filter: env.get("GATEHOUSE_LOG", "info".to_string())?,
+            identity: IdentityConfig {
+                jwt_issuer: env.get("GATEHOUSE_JWT_ISSUER", "gatehouse".to_string())?,
+                jwt_audience: env.get("GATEHOUSE_JWT_AUDIENCE", "gatehouse-api".to_string())?,
+                jwt_ttl: Duration::from_secs(env.positive("GATEHOUSE_JWT_TTL_SECS", 900u64)?),
+                key_rotation_grace: Duration::from_secs(
+                    env.get("GATEHOUSE_KEY_ROTATION_GRACE_SECS", 86_400u64)?,
+                ),
+                login_max_failures: env.positive("GATEHOUSE_LOGIN_MAX_FAILURES", 5)?,
+                login_lockout: Duration::from_secs(
+                    env.positive("GATEHOUSE_LOGIN_LOCKOUT_SECS", 300u64)?,
+                ),
+                trusted_proxies: env.list("GATEHOUSE_TRUSTED_PROXIES")?,
+                cors_origins: env.list("GATEHOUSE_CORS_ORIGINS")?,
+            },
         };
+        if cfg.identity.jwt_ttl > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError {
+                var: "GATEHOUSE_JWT_TTL_SECS",
+                message: "must be at most 86400 (24 h)".into(),
+            });
+        }
         Ok(cfg)
     }
 }
@@ -162,6 +204,7 @@ impl std::fmt::Debug for Config {
             .field("ort_dylib_path", &self.ort_dylib_path)
             .field("moderation_model", &self.moderation_model)
             .field("limits", &self.limits)
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +225,17 @@ impl Env<'_> {
                 message: format!("`{raw}`: {e}"),
             }),
         }
+    }
+
+    /// A comma-separated list; blanks are dropped.
+    fn list(&self, var: &'static str) -> Result<Vec<String>, ConfigError> {
+        Ok(self
+            .get(var, String::new())?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect())
     }
 
     fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
@@ -253,5 +307,7 @@ mod tests {
         assert_eq!(err.var, "GATEHOUSE_QUEUE_PREFIX");
         let err = with(&[("GATEHOUSE_LOG_FORMAT", "xml")]).unwrap_err();
         assert_eq!(err.var, "GATEHOUSE_LOG_FORMAT");
+        let err = with(&[("GATEHOUSE_JWT_TTL_SECS", "86401")]).unwrap_err();
+        assert_eq!(err.var, "GATEHOUSE_JWT_TTL_SECS");
     }
 }

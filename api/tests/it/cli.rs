@@ -53,6 +53,7 @@ async fn migrate_creates_the_database_and_admin_commands_print_json() {
     let tenant_id = tenant["id"].as_str().expect("id");
     assert!(tenant_id.starts_with("ten_"));
     assert_eq!(tenant["name"], "Acme Corp");
+    assert_eq!(tenant["slug"], "acme-corp");
 
     let key = json(&run(
         &vars,

@@ -245,7 +245,7 @@ impl Harness {
 
 /// A tenant and a key, the way the admin CLI makes them.
 pub async fn new_tenant(state: &AppState, name: &str) -> (TenantId, String) {
-    let tenant = store::tenants::create(&state.pool, name, "test")
+    let tenant = store::tenants::create(&state.pool, name, name, "test")
         .await
         .expect("tenant");
     let (_, key) = store::keys::create(&state.pool, tenant.tenant_id, "test", "test")
