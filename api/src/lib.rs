@@ -5,6 +5,8 @@ pub mod auth;
 pub mod cli;
 pub mod error;
 pub mod extract;
+pub mod identity;
+pub mod network;
 pub mod relay;
 pub mod routes;
 pub mod state;

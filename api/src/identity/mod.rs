@@ -1,0 +1,6 @@
+//! Identity building blocks: JWT issuance and verification, password hashing, login
+//! throttling. `auth.rs` turns them into a `Principal`; `policy.rs` decides what it may do.
+
+pub mod jwt;
+pub mod password;
+pub mod throttle;
