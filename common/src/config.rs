@@ -41,7 +41,7 @@ pub struct Limits {
 }
 
 /// Identity: tokens, keys, logins, network rules.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IdentityConfig {
     /// `GATEHOUSE_JWT_ISSUER`: the `iss` of issued tokens (and the only one accepted).
     pub jwt_issuer: String,
@@ -59,6 +59,9 @@ pub struct IdentityConfig {
     pub trusted_proxies: Vec<String>,
     /// `GATEHOUSE_CORS_ORIGINS`: comma-separated origins allowed by CORS (empty: none).
     pub cors_origins: Vec<String>,
+    /// `GATEHOUSE_KEY_DERIVATION_SECRET`: server secret from which idempotent key rotations
+    /// derive their new secret (same value on every replica). Empty: a random one per process.
+    pub key_derivation_secret: Vec<u8>,
 }
 
 #[derive(Clone)]
@@ -168,6 +171,21 @@ impl Config {
                 ),
                 trusted_proxies: env.list("GATEHOUSE_TRUSTED_PROXIES")?,
                 cors_origins: env.list("GATEHOUSE_CORS_ORIGINS")?,
+                key_derivation_secret: {
+                    let raw: String = env.get("GATEHOUSE_KEY_DERIVATION_SECRET", String::new())?;
+                    if raw.is_empty() {
+                        let mut bytes = vec![0u8; 32];
+                        rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+                        bytes
+                    } else if raw.len() < 32 {
+                        return Err(ConfigError {
+                            var: "GATEHOUSE_KEY_DERIVATION_SECRET",
+                            message: "must be at least 32 characters".into(),
+                        });
+                    } else {
+                        raw.into_bytes()
+                    }
+                },
             },
         };
         if cfg.identity.jwt_ttl > Duration::from_secs(24 * 3600) {
@@ -205,6 +223,18 @@ impl std::fmt::Debug for Config {
             .field("moderation_model", &self.moderation_model)
             .field("limits", &self.limits)
             .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for IdentityConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentityConfig")
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("jwt_ttl", &self.jwt_ttl)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
     }
 }

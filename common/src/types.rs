@@ -80,6 +80,68 @@ prefixed_id!(
     "key"
 );
 
+prefixed_id!(
+    /// A user (tenant member or platform operator): `usr_…`.
+    UserId,
+    "usr"
+);
+
+/// What a principal is, for authorization. `Service` is an API key (or a token derived from
+/// one); the others are users. `Superadmin` is a platform operator bound to no tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Superadmin,
+    Admin,
+    Reviewer,
+    Guest,
+    Service,
+}
+
+impl Role {
+    pub const USER_ROLES: [Role; 4] = [Role::Superadmin, Role::Admin, Role::Reviewer, Role::Guest];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Superadmin => "superadmin",
+            Role::Admin => "admin",
+            Role::Reviewer => "reviewer",
+            Role::Guest => "guest",
+            Role::Service => "service",
+        }
+    }
+
+    /// Ordering of tenant roles for "cannot raise your own role": guest < reviewer < admin.
+    pub fn rank(self) -> u8 {
+        match self {
+            Role::Guest => 0,
+            Role::Service | Role::Reviewer => 1,
+            Role::Admin => 2,
+            Role::Superadmin => 3,
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Role::Superadmin, Role::Admin, Role::Reviewer, Role::Guest, Role::Service]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role `{s}`"))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The scopes a tenant may use and an API key may hold: one per job kind, plus the ones of
+/// kinds to come.
+pub const SCOPES: [&str; 2] = ["moderate", "translate"];
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a valid `{expected}_…` id")]
 pub struct IdError {
