@@ -11,7 +11,7 @@ API_BIN := target/debug/gatehouse-api
 # Name prefix of the databases, queues and exchanges the tests create.
 TEST_PREFIX ?= gh_test_
 
-.PHONY: help services models build migrate demo stop test lint clean-test-data
+.PHONY: help services models build migrate demo stop test lint clean-test-data loadtest
 
 help: ## List the targets
 	@echo "Gatehouse make targets:"
@@ -64,3 +64,6 @@ clean-test-data: ## Drop leftover test databases and RabbitMQ queues/exchanges (
 	        echo "rabbitmq: exchanges skipped (rabbitmqadmin cannot reach the management API)"; \
 	    fi; \
 	fi
+
+loadtest: ## Measure pipeline items/s against raw ONNX Runtime (starts the demo stack if needed)
+	bash loadtest/run.sh

@@ -136,7 +136,7 @@ import json, sys
 lines = [l for l in sys.stdin.read().splitlines() if l.strip().startswith("{")]
 print(json.loads(lines[-1])[sys.argv[1]])' "$1"
 }
-tenant_json="$("$API_BIN" admin tenant create --name demo)" || die "admin tenant create failed"
+tenant_json="$("$API_BIN" admin tenant create --name demo --slug "demo-$(date +%Y%m%d-%H%M%S)")" || die "admin tenant create failed"
 TENANT_ID="$(json_field id <<<"$tenant_json")" || die "unexpected output: $tenant_json"
 key_json="$("$API_BIN" admin key create --tenant "$TENANT_ID" --name demo)" || die "admin key create failed"
 KEY="$(json_field key <<<"$key_json")" || die "unexpected output from admin key create"

@@ -38,6 +38,10 @@ impl OnnxClassifier {
         let mut builder = Session::builder(env)
             .map_err(|e| ModelError::Load(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| ModelError::Load(e.to_string()))?
+            // Idle intra-op threads spinning for work steal CPU from Postgres, RabbitMQ and
+            // the async side on small machines (measured in loadtest/: faster without).
+            .with_intra_op_spinning(false)
             .map_err(|e| ModelError::Load(e.to_string()))?;
         if intra_threads > 0 {
             builder = builder
