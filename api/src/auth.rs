@@ -1,42 +1,113 @@
 //! Who is calling. `Principal` is an extractor: a handler that takes one is authenticated.
 //!
-//! Today the only credential is an API key (`Authorization: Bearer ghk_…`). The identity
-//! slice adds JWTs, users, roles and scopes behind the same extractor: `Credential` grows a
-//! variant, handlers keep taking a `Principal`.
+//! The bearer is either an API key (`ghk_…`) or a JWT issued by `/v1/auth/token` or
+//! `/v1/auth/login`. A JWT's signature and claims are checked statelessly, then its subject
+//! (key or user) is looked up: a revoked or expired key, a disabled or deleted user, or a
+//! disabled tenant stops every token derived from it on the very next request, on every api
+//! replica — no per-process cache to wait out. The user's *current* role applies, not the one
+//! in the token. Finally the tenant's IP allowlist is enforced.
+
+use std::net::IpAddr;
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use gatehouse_common::types::{KeyId, TenantId};
+use gatehouse_common::types::{KeyId, Role, TenantId, UserId};
+use ipnet::IpNet;
 
-use crate::{error::ApiError, state::AppState, store::keys};
+use crate::{
+    error::ApiError,
+    identity::jwt::Claims,
+    network::{self, ClientIp},
+    state::AppState,
+    store::{keys, users},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Credential {
-    ApiKey(KeyId),
+pub enum Subject {
+    Key(KeyId),
+    User(UserId),
 }
 
-#[derive(Debug, Clone, Copy)]
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Key(id) => id.fmt(f),
+            Subject::User(id) => id.fmt(f),
+        }
+    }
+}
+
+/// How the principal proved itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    ApiKey,
+    Token,
+}
+
+#[derive(Debug, Clone)]
 pub struct Principal {
-    pub tenant_id: TenantId,
-    pub credential: Credential,
+    pub subject: Subject,
+    /// `None` for platform operators.
+    pub tenant_id: Option<TenantId>,
+    pub role: Role,
+    /// Job kinds this principal may submit.
+    pub scopes: Vec<String>,
+    pub via: Via,
+    pub client_ip: IpAddr,
 }
 
 impl Principal {
-    /// The audit actor string: `key:key_…`.
+    /// The audit actor: `key_…` or `usr_…`.
     pub fn actor(&self) -> String {
-        match self.credential {
-            Credential::ApiKey(id) => format!("key:{id}"),
-        }
+        self.subject.to_string()
+    }
+
+    /// The tenant of a tenant-bound principal (operators have none: 403 on tenant routes).
+    pub fn tenant(&self) -> Result<TenantId, ApiError> {
+        self.tenant_id.ok_or(ApiError::Forbidden {
+            detail: "this route belongs to a tenant; platform operators have none".into(),
+        })
     }
 
     pub fn key_id(&self) -> Option<KeyId> {
-        match self.credential {
-            Credential::ApiKey(id) => Some(id),
+        match self.subject {
+            Subject::Key(id) => Some(id),
+            Subject::User(_) => None,
         }
+    }
+
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
     }
 }
 
-const MISSING: &str = "missing credentials: send `Authorization: Bearer <api key>`";
-const INVALID: &str = "invalid credentials";
+const MISSING: &str = "missing credentials: send `Authorization: Bearer <api key or token>`";
+const INVALID: &str = "invalid, expired or revoked credentials";
+
+fn invalid() -> ApiError {
+    metrics::counter!("gatehouse_api_auth_failures_total").increment(1);
+    ApiError::Unauthorized {
+        detail: INVALID,
+        invalid_token: true,
+    }
+}
+
+/// The bearer token of a request, if it has a well-formed `Authorization: Bearer …`.
+pub fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header =
+        parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized {
+                detail: MISSING,
+                invalid_token: false,
+            })?;
+    let value = header.to_str().map_err(|_| invalid())?;
+    let (scheme, token) = value.split_once(' ').ok_or_else(invalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(invalid());
+    }
+    Ok(token.trim())
+}
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
@@ -45,28 +116,95 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized { detail: MISSING })?;
-        let value = header
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized { detail: INVALID })?;
-        let (scheme, token) = value
-            .split_once(' ')
-            .ok_or(ApiError::Unauthorized { detail: INVALID })?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::Unauthorized { detail: INVALID });
+        let ClientIp(client_ip) = ClientIp::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::Internal("client address unavailable".into()))?;
+        let token = bearer(parts)?;
+        let (principal, allowlist) = if token.starts_with(keys::KEY_PREFIX) {
+            let key = keys::verify(&state.pool, token)
+                .await?
+                .ok_or_else(invalid)?;
+            from_key(key, Via::ApiKey, None, client_ip)
+        } else {
+            let claims = state.tokens.verify(token).await.map_err(|error| {
+                tracing::debug!(%error, "token rejected");
+                invalid()
+            })?;
+            from_claims(state, &claims, client_ip).await?
+        };
+        if !network::allowed(client_ip, &allowlist) {
+            metrics::counter!("gatehouse_api_ip_denied_total").increment(1);
+            return Err(ApiError::Forbidden {
+                detail: format!("requests from {client_ip} are not allowed for this tenant"),
+            });
         }
-        match keys::verify(&state.pool, token.trim()).await? {
-            Some((tenant_id, key_id)) => Ok(Principal {
-                tenant_id,
-                credential: Credential::ApiKey(key_id),
-            }),
-            None => {
-                metrics::counter!("gatehouse_api_auth_failures_total").increment(1);
-                Err(ApiError::Unauthorized { detail: INVALID })
-            }
-        }
+        Ok(principal)
     }
+}
+
+fn from_key(
+    key: keys::LiveKey,
+    via: Via,
+    token_scopes: Option<&str>,
+    client_ip: IpAddr,
+) -> (Principal, Vec<IpNet>) {
+    let scopes = match token_scopes {
+        // A token carries at most the scopes it was issued with, and never more than the key
+        // and its tenant grant now.
+        Some(granted) => {
+            let granted: Vec<&str> = granted.split_whitespace().collect();
+            key.scopes
+                .into_iter()
+                .filter(|s| granted.contains(&s.as_str()))
+                .collect()
+        }
+        None => key.scopes,
+    };
+    (
+        Principal {
+            subject: Subject::Key(key.key_id),
+            tenant_id: Some(key.tenant_id),
+            role: Role::Service,
+            scopes,
+            via,
+            client_ip,
+        },
+        key.ip_allowlist,
+    )
+}
+
+async fn from_claims(
+    state: &AppState,
+    claims: &Claims,
+    client_ip: IpAddr,
+) -> Result<(Principal, Vec<IpNet>), ApiError> {
+    if let Ok(key_id) = claims.sub.parse::<KeyId>() {
+        let key = keys::live(&state.pool, key_id).await?.ok_or_else(invalid)?;
+        if claims.tid.as_deref() != Some(key.tenant_id.to_string().as_str()) {
+            return Err(invalid());
+        }
+        return Ok(from_key(key, Via::Token, Some(&claims.scope), client_ip));
+    }
+    let user_id: UserId = claims.sub.parse().map_err(|_| invalid())?;
+    let user = users::live(&state.pool, user_id)
+        .await?
+        .ok_or_else(invalid)?;
+    if claims.tid != user.tenant_id.map(|t| t.to_string()) {
+        return Err(invalid());
+    }
+    let scopes = match user.role {
+        Role::Admin | Role::Reviewer => user.tenant_scopes,
+        _ => Vec::new(),
+    };
+    Ok((
+        Principal {
+            subject: Subject::User(user.user_id),
+            tenant_id: user.tenant_id,
+            role: user.role,
+            scopes,
+            via: Via::Token,
+            client_ip,
+        },
+        user.ip_allowlist,
+    ))
 }

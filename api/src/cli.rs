@@ -39,6 +39,50 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: KeyCommand,
     },
+    /// Users of a tenant (the password is read from standard input).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Platform operators: superadmin users bound to no tenant (password from standard input).
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+    /// JWT signing keys.
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; prints `{"id": "usr_…", "tenant_id", "username", "role", …}`.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        username: String,
+        /// `admin`, `reviewer` or `guest`.
+        #[arg(long)]
+        role: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Create a platform operator; prints `{"id": "usr_…", "username", "role": "superadmin", …}`.
+    Create {
+        #[arg(long)]
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SigningKeyCommand {
+    /// Start signing with a new key; older keys verify until their tokens expire.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,5 +106,8 @@ pub enum KeyCommand {
         tenant: String,
         #[arg(long, default_value = "")]
         name: String,
+        /// Comma-separated scopes; default: every scope the tenant grants.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
     },
 }

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod identity;
 pub mod network;
+pub mod policy;
 pub mod relay;
 pub mod routes;
 pub mod state;
@@ -27,9 +28,18 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The whole HTTP application; tests drive it directly.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
-    routes::router()
+    let cors = network::cors_layer(&state.config.identity.cors_origins)
+        .ok()
+        .flatten();
+    let router = routes::router()
         .fallback(|| async { ApiError::NotFound })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(network::layer((*state.trusted_proxies).clone()));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router
         .layer(middleware::from_fn(telemetry::record))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(telemetry::span))

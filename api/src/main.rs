@@ -2,11 +2,23 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use gatehouse_api::{
     AppState,
-    cli::{AdminCommand, Cli, Command, KeyCommand, TenantCommand},
+    cli::{
+        AdminCommand, Cli, Command, KeyCommand, OperatorCommand, SigningKeyCommand, TenantCommand,
+        UserCommand,
+    },
+    identity::{jwt::TokenService, password},
     relay::Relay,
-    store::{keys, tenants},
+    store::{
+        keys::{self, NewKey},
+        tenants::{self, NewTenant},
+        users,
+    },
 };
-use gatehouse_common::{config::Config, db, shutdown, telemetry, types::TenantId};
+use gatehouse_common::{
+    config::Config,
+    db, shutdown, telemetry,
+    types::{Role, TenantId},
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -32,7 +44,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let pool = db::connect(&config).await?;
     db::check_migrated(&pool).await?;
     let listen = config.api_listen;
-    let state = AppState::new(pool, config, metrics);
+    let state = AppState::new(pool, config, metrics).await?;
     let relay = tokio::spawn(Relay::new(&state).run(shutdown.clone()));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -40,7 +52,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let broker = state.broker.clone();
     let token = shutdown.clone();
-    axum::serve(listener, gatehouse_api::app(state))
+    let app =
+        gatehouse_api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(async move { token.cancelled().await })
         .await?;
     shutdown.cancel();
@@ -65,7 +79,13 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
             if slug.is_empty() || slug != tenants::slugify(&slug) {
                 bail!("--slug must be lowercase letters, digits and single dashes (got `{slug}`)");
             }
-            match tenants::create(&pool, name, &slug, "cli").await {
+            let new = NewTenant {
+                name,
+                slug: &slug,
+                scopes: None,
+                ip_allowlist: &[],
+            };
+            match tenants::create(&pool, new, "cli", None).await {
                 Ok(tenant) => serde_json::to_value(tenant)?,
                 Err(e)
                     if e.as_database_error()
@@ -77,20 +97,104 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Key {
-            command: KeyCommand::Create { tenant, name },
+            command:
+                KeyCommand::Create {
+                    tenant,
+                    name,
+                    scopes,
+                },
         } => {
-            let tenant: TenantId = tenant
-                .parse()
-                .context("--tenant must be a tenant id (`ten_…`)")?;
-            if !tenants::exists(&pool, tenant).await? {
-                bail!("no tenant {tenant}");
+            let tenant = tenant_arg(&pool, &tenant).await?;
+            let granted = tenants::get(&pool, tenant)
+                .await?
+                .map(|t| t.scopes)
+                .unwrap_or_default();
+            let scopes = if scopes.is_empty() {
+                granted.clone()
+            } else {
+                scopes
+            };
+            if let Some(bad) = scopes.iter().find(|s| !granted.contains(s)) {
+                bail!(
+                    "--scopes: `{bad}` is not granted to the tenant (granted: {})",
+                    granted.join(", ")
+                );
             }
-            let (key, secret) = keys::create(&pool, tenant, &name, "cli").await?;
+            let new = NewKey {
+                tenant,
+                name: &name,
+                scopes: &scopes,
+                expires_at: None,
+                actor: "cli",
+                client_ip: None,
+            };
+            let (key, secret) = keys::create(&pool, new).await?;
             let mut value = serde_json::to_value(key)?;
             value["key"] = serde_json::Value::String(secret);
             value
         }
+        AdminCommand::User {
+            command:
+                UserCommand::Create {
+                    tenant,
+                    username,
+                    role,
+                },
+        } => {
+            let tenant = tenant_arg(&pool, &tenant).await?;
+            let role: Role = match role.parse() {
+                Ok(role @ (Role::Admin | Role::Reviewer | Role::Guest)) => role,
+                _ => bail!("--role must be admin, reviewer or guest"),
+            };
+            let hash = read_password().await?;
+            let actor = users::Actor {
+                name: "cli",
+                client_ip: None,
+            };
+            serde_json::to_value(
+                users::create(&pool, Some(tenant), username.trim(), &hash, role, actor).await?,
+            )?
+        }
+        AdminCommand::Operator {
+            command: OperatorCommand::Create { username },
+        } => {
+            let hash = read_password().await?;
+            let actor = users::Actor {
+                name: "cli",
+                client_ip: None,
+            };
+            serde_json::to_value(
+                users::create(&pool, None, username.trim(), &hash, Role::Superadmin, actor).await?,
+            )?
+        }
+        AdminCommand::SigningKey {
+            command: SigningKeyCommand::Rotate,
+        } => {
+            let tokens = TokenService::new(pool.clone(), &config.identity).await?;
+            serde_json::json!({ "kid": tokens.rotate().await? })
+        }
     };
     println!("{}", serde_json::to_string(&output)?);
     Ok(())
+}
+
+async fn tenant_arg(pool: &sqlx::PgPool, raw: &str) -> anyhow::Result<TenantId> {
+    let tenant: TenantId = raw
+        .parse()
+        .context("--tenant must be a tenant id (`ten_…`)")?;
+    if !tenants::exists(pool, tenant).await? {
+        bail!("no tenant {tenant}");
+    }
+    Ok(tenant)
+}
+
+/// The first line of standard input, checked against the password policy and hashed.
+async fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']).to_string();
+    password::check_policy(&password).map_err(anyhow::Error::msg)?;
+    Ok(password::hash(password).await?)
 }

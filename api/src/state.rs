@@ -6,6 +6,14 @@ use gatehouse_common::{config::Config, queue::Broker, telemetry::PrometheusHandl
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
+use crate::{
+    identity::{
+        jwt::{TokenError, TokenService},
+        throttle::LoginThrottle,
+    },
+    network::{self, TrustedProxies},
+};
+
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
@@ -14,19 +22,45 @@ pub struct AppState {
     /// Wakes the outbox relay right after a job commits.
     pub outbox_notify: Arc<Notify>,
     pub metrics: PrometheusHandle,
+    pub tokens: Arc<TokenService>,
+    pub throttle: Arc<LoginThrottle>,
+    pub trusted_proxies: Arc<TrustedProxies>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot load the token signing keys")]
+    Tokens(#[source] TokenError),
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, config: Config, metrics: PrometheusHandle) -> Self {
+    pub async fn new(
+        pool: PgPool,
+        config: Config,
+        metrics: PrometheusHandle,
+    ) -> Result<Self, StateError> {
+        let identity = &config.identity;
+        let trusted_proxies =
+            TrustedProxies::parse(&identity.trusted_proxies).map_err(StateError::Config)?;
+        network::cors_layer(&identity.cors_origins).map_err(StateError::Config)?;
+        let tokens = TokenService::new(pool.clone(), identity)
+            .await
+            .map_err(StateError::Tokens)?;
+        let throttle = LoginThrottle::new(pool.clone(), identity);
         let topology = gatehouse_common::queue::Topology::new(&config.queue_prefix);
         let retry_ms = u64::try_from(config.retry_delay.as_millis()).unwrap_or(u64::MAX);
         let broker = Broker::new(&config.amqp_url, "gatehouse-api", topology, retry_ms);
-        Self {
+        Ok(Self {
             pool,
             config: Arc::new(config),
             broker: Arc::new(broker),
             outbox_notify: Arc::new(Notify::new()),
             metrics,
-        }
+            tokens: Arc::new(tokens),
+            throttle: Arc::new(throttle),
+            trusted_proxies: Arc::new(trusted_proxies),
+        })
     }
 }

@@ -125,10 +125,16 @@ impl Role {
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Role::Superadmin, Role::Admin, Role::Reviewer, Role::Guest, Role::Service]
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role `{s}`"))
+        [
+            Role::Superadmin,
+            Role::Admin,
+            Role::Reviewer,
+            Role::Guest,
+            Role::Service,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+        .ok_or_else(|| format!("unknown role `{s}`"))
     }
 }
 

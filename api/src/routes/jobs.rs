@@ -16,6 +16,7 @@ use crate::{
     auth::Principal,
     error::ApiError,
     extract::ApiJson,
+    policy,
     state::AppState,
     store::jobs::{self, Inserted, NewJob},
 };
@@ -49,6 +50,8 @@ async fn create(
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateJob>,
 ) -> Result<Response, ApiError> {
+    principal.require(&policy::JOBS_SUBMIT)?;
+    let tenant_id = principal.tenant()?;
     let kind: JobKind = body.kind.parse().map_err(|_| {
         let supported: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
         ApiError::invalid(
@@ -61,25 +64,15 @@ async fn create(
             ),
         )
     })?;
-    let idempotency_key = headers
-        .get(IDEMPOTENCY_KEY)
-        .map(|v| {
-            v.to_str()
-                .ok()
-                .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| ApiError::BadRequest {
-                    code: "invalid_idempotency_key",
-                    detail: "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
-                })
-        })
-        .transpose()?;
+    principal.require_scope(kind.as_str())?;
+    let idempotency_key = idempotency_key(&headers)?;
     let items = body.items.unwrap_or_default();
     let (custom_ids, texts) = validate_items(&state, items)?;
     let count = texts.len();
     let inserted = jobs::insert(
         &state.pool,
         NewJob {
-            tenant_id: principal.tenant_id,
+            tenant_id,
             key_id: principal.key_id(),
             actor: principal.actor(),
             kind,
@@ -97,7 +90,7 @@ async fn create(
                 .increment(1);
             metrics::counter!("gatehouse_api_items_submitted_total", "kind" => kind.as_str())
                 .increment(count as u64);
-            tracing::info!(tenant_id = %principal.tenant_id, job_id = %job.id, items = count, "job accepted");
+            tracing::info!(%tenant_id, job_id = %job.id, items = count, "job accepted");
             let location = format!("/v1/jobs/{}", job.id);
             let mut response = (StatusCode::ACCEPTED, Json(job)).into_response();
             if let Ok(value) = HeaderValue::from_str(&location) {
@@ -113,6 +106,36 @@ async fn create(
             Ok(response)
         }
     }
+}
+
+/// The `Idempotency-Key` header, if present and well-formed.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| ApiError::BadRequest {
+                    code: "invalid_idempotency_key",
+                    detail: "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+                })
+        })
+        .transpose()
+}
+
+/// The job if this principal may see it: admins any of their tenant's, others their own.
+async fn visible_job(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<jobs::Job, ApiError> {
+    principal.require(&policy::JOBS_READ)?;
+    let id = parse_id(id)?;
+    let owner = (!principal.sees_all_jobs()).then(|| principal.actor());
+    jobs::get(&state.pool, principal.tenant()?, id, owner.as_deref())
+        .await?
+        .ok_or(ApiError::NotFound)
 }
 
 /// Checks every limit; returns `(custom_ids, texts)`.
@@ -194,11 +217,7 @@ async fn show(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<jobs::Job>, ApiError> {
-    let id = parse_id(&id)?;
-    jobs::get(&state.pool, principal.tenant_id, id)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    visible_job(&state, &principal, &id).await.map(Json)
 }
 
 const RESULTS_PAGE: i64 = 1000;
@@ -210,10 +229,8 @@ async fn results(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
-    let job = jobs::get(&state.pool, principal.tenant_id, id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let job = visible_job(&state, &principal, &id).await?;
+    let id = job.id;
     let pool = state.pool.clone();
     let pages = stream::try_unfold(Some(-1), move |cursor| {
         let pool = pool.clone();

@@ -1,12 +1,94 @@
-//! Every route, one module per resource, merged here.
+//! Every route, one module per resource, merged here. Each handler names its rule from
+//! `crate::policy`.
 
+pub mod auth;
 pub mod health;
 pub mod jobs;
+pub mod keys;
+pub mod tenants;
+pub mod users;
 
 use axum::Router;
+use serde::{Deserialize, Serialize};
 
-use crate::state::AppState;
+use crate::{error::ApiError, state::AppState};
 
 pub fn router() -> Router<AppState> {
-    Router::new().merge(health::router()).merge(jobs::router())
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(jobs::router())
+        .merge(keys::router())
+        .merge(users::router())
+        .merge(tenants::router())
+}
+
+/// `?limit=&after=`: keyset pagination over time-ordered ids.
+#[derive(Debug, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub after: Option<String>,
+}
+
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 200;
+
+impl PageQuery {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_PAGE),
+            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::invalid(
+                "invalid_limit",
+                "limit",
+                format!("limit must be between 1 and {MAX_PAGE}"),
+            )),
+        }
+    }
+
+    /// The cursor, parsed as the listed resource's id.
+    pub fn after<T: std::str::FromStr>(&self) -> Result<Option<T>, ApiError> {
+        self.after
+            .as_deref()
+            .map(|raw| {
+                raw.parse()
+                    .map_err(|_| ApiError::invalid("invalid_cursor", "after", "unknown cursor"))
+            })
+            .transpose()
+    }
+}
+
+/// `{"data": [...], "next_after": "<id>" | null}`.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_after: Option<String>,
+}
+
+impl<T> Page<T> {
+    pub fn new(data: Vec<T>, limit: i64, id: impl Fn(&T) -> String) -> Self {
+        let next_after = if data.len() as i64 == limit {
+            data.last().map(&id)
+        } else {
+            None
+        };
+        Self { data, next_after }
+    }
+}
+
+/// Scopes must be known and, for keys, granted to the tenant.
+pub fn check_scopes(field: &str, scopes: &[String], allowed: &[String]) -> Result<(), ApiError> {
+    for (i, scope) in scopes.iter().enumerate() {
+        if !gatehouse_common::types::SCOPES.contains(&scope.as_str()) || !allowed.contains(scope) {
+            return Err(ApiError::invalid(
+                "invalid_scope",
+                format!("{field}[{i}]"),
+                format!(
+                    "scope `{scope}` is unknown or not granted (allowed: {})",
+                    allowed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -84,8 +84,8 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     let mut tx = pool.begin().await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         r"
-        INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {JOB_COLUMNS}
         "
@@ -96,6 +96,7 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     .bind(new.kind.as_str())
     .bind(total)
     .bind(new.idempotency_key)
+    .bind(&new.actor)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
@@ -185,13 +186,20 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     Ok(Inserted::Created(row.try_into()?))
 }
 
-/// The job if it belongs to `tenant` (another tenant's job does not exist for the caller).
-pub async fn get(pool: &PgPool, tenant: TenantId, id: JobId) -> Result<Option<Job>, sqlx::Error> {
+/// The job if it belongs to `tenant` (another tenant's job does not exist for the caller)
+/// and, when `created_by` is given, was submitted by that principal.
+pub async fn get(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: JobId,
+    created_by: Option<&str>,
+) -> Result<Option<Job>, sqlx::Error> {
     let row: Option<JobRow> = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND tenant_id = $2"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND ($3::text IS NULL OR created_by = $3)"
     ))
     .bind(id)
     .bind(tenant)
+    .bind(created_by)
     .fetch_optional(pool)
     .await?;
     row.map(Job::try_from).transpose()

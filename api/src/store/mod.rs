@@ -1,5 +1,7 @@
 //! The api's Postgres access, one module per table family.
 
+pub mod audit;
 pub mod jobs;
 pub mod keys;
 pub mod tenants;
+pub mod users;

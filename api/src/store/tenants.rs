@@ -13,8 +13,13 @@ pub struct Tenant {
     pub name: String,
     pub enabled: bool,
     pub scopes: Vec<String>,
+    pub ip_allowlist: Vec<ipnet::IpNet>,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
+
+const TENANT_COLUMNS: &str =
+    "tenant_id, slug, name, enabled, scopes, ip_allowlist, created_at, updated_at";
 
 /// `Acme Corp.` → `acme-corp`: lowercase ASCII letters and digits joined by single dashes.
 pub fn slugify(name: &str) -> String {
@@ -34,31 +39,46 @@ pub fn slugify(name: &str) -> String {
         .to_string()
 }
 
+pub struct NewTenant<'a> {
+    pub name: &'a str,
+    pub slug: &'a str,
+    /// `None`: the default (`moderate`).
+    pub scopes: Option<&'a [String]>,
+    pub ip_allowlist: &'a [ipnet::IpNet],
+}
+
 pub async fn create(
     pool: &PgPool,
-    name: &str,
-    slug: &str,
+    new: NewTenant<'_>,
     actor: &str,
+    client_ip: Option<std::net::IpAddr>,
 ) -> Result<Tenant, sqlx::Error> {
+    let (name, slug) = (new.name, new.slug);
     let mut tx = pool.begin().await?;
-    let tenant: Tenant = sqlx::query_as(
+    let tenant: Tenant = sqlx::query_as(&format!(
         r"
-        INSERT INTO tenants (tenant_id, name, slug) VALUES ($1, $2, $3)
-        RETURNING tenant_id, slug, name, enabled, scopes, created_at
-        ",
-    )
+        INSERT INTO tenants (tenant_id, name, slug, scopes, ip_allowlist)
+        VALUES ($1, $2, $3, coalesce($4, '{{moderate}}'::text[]), $5)
+        RETURNING {TENANT_COLUMNS}
+        "
+    ))
     .bind(TenantId::new())
     .bind(name)
     .bind(slug)
+    .bind(new.scopes)
+    .bind(new.ip_allowlist)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query(
-        "INSERT INTO audit_events (tenant_id, actor, action, details) VALUES ($1, $2, 'tenant.created', $3)",
+    super::audit::record(
+        &mut tx,
+        super::audit::Event {
+            tenant: Some(tenant.tenant_id),
+            actor,
+            action: "tenant.created",
+            client_ip,
+            details: serde_json::json!({ "name": name, "slug": slug }),
+        },
     )
-    .bind(tenant.tenant_id)
-    .bind(actor)
-    .bind(serde_json::json!({ "name": name, "slug": slug }))
-    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(tenant)
@@ -81,4 +101,84 @@ mod tests {
         assert_eq!(slugify("  --Globex__Intl 2026 "), "globex-intl-2026");
         assert_eq!(slugify("日本"), "");
     }
+}
+
+pub async fn list(
+    pool: &PgPool,
+    after: Option<TenantId>,
+    limit: i64,
+) -> Result<Vec<Tenant>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct TenantChanges {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_allowlist: Option<Vec<ipnet::IpNet>>,
+}
+
+/// Applies `changes`; keys keep only the scopes the tenant still grants (checked at use).
+pub async fn update(
+    pool: &PgPool,
+    id: TenantId,
+    changes: &TenantChanges,
+    actor: &str,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Option<Tenant>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let tenant: Option<Tenant> = sqlx::query_as(&format!(
+        r"
+        UPDATE tenants SET
+            name = coalesce($2, name),
+            enabled = coalesce($3, enabled),
+            scopes = coalesce($4, scopes),
+            ip_allowlist = coalesce($5, ip_allowlist),
+            updated_at = now()
+        WHERE tenant_id = $1
+        RETURNING {TENANT_COLUMNS}
+        "
+    ))
+    .bind(id)
+    .bind(&changes.name)
+    .bind(changes.enabled)
+    .bind(&changes.scopes)
+    .bind(&changes.ip_allowlist)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if tenant.is_some() {
+        super::audit::record(
+            &mut tx,
+            super::audit::Event {
+                tenant: Some(id),
+                actor,
+                action: "tenant.changed",
+                client_ip,
+                details: serde_json::to_value(changes).unwrap_or_default(),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(tenant)
 }

@@ -75,7 +75,7 @@ async fn migrate_creates_the_database_and_admin_commands_print_json() {
     let pool = sqlx::PgPool::connect(&url).await.expect("pool");
     let verified = keys::verify(&pool, secret).await.expect("verify");
     assert_eq!(
-        verified.map(|(t, _)| t.to_string()),
+        verified.map(|k| k.tenant_id.to_string()),
         Some(tenant_id.to_string())
     );
     pool.close().await;

@@ -4,5 +4,7 @@
 mod bad_input;
 mod cli;
 mod durability;
+mod identity_blocks;
 mod jobs;
+mod jwt;
 mod support;

@@ -60,7 +60,9 @@ impl Harness {
             env.pool.clone(),
             env.config.clone(),
             telemetry::metrics_handle(),
-        );
+        )
+        .await
+        .expect("app state");
         let (_, key) = new_tenant(&state, "acme").await;
         let mut harness = Self {
             app: app(state.clone()),
@@ -245,13 +247,31 @@ impl Harness {
 
 /// A tenant and a key, the way the admin CLI makes them.
 pub async fn new_tenant(state: &AppState, name: &str) -> (TenantId, String) {
-    let tenant = store::tenants::create(&state.pool, name, name, "test")
+    let new = store::tenants::NewTenant {
+        name,
+        slug: name,
+        scopes: None,
+        ip_allowlist: &[],
+    };
+    let tenant = store::tenants::create(&state.pool, new, "test", None)
         .await
         .expect("tenant");
-    let (_, key) = store::keys::create(&state.pool, tenant.tenant_id, "test", "test")
-        .await
-        .expect("key");
+    let key = new_key(state, tenant.tenant_id, &["moderate"]).await;
     (tenant.tenant_id, key)
+}
+
+/// Another key of `tenant` with `scopes`.
+pub async fn new_key(state: &AppState, tenant: TenantId, scopes: &[&str]) -> String {
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    let new = store::keys::NewKey {
+        tenant,
+        name: "test",
+        scopes: &scopes,
+        expires_at: None,
+        actor: "test",
+        client_ip: None,
+    };
+    store::keys::create(&state.pool, new).await.expect("key").1
 }
 
 pub fn work_queue(h: &Harness) -> String {

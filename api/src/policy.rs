@@ -1,0 +1,112 @@
+//! Authorization in one place: every route names the rule it needs, and every rule is here.
+//! `docs/AUTHORIZATION.md` is the same table for people; the `authorization` integration test
+//! checks every cell of it.
+
+use gatehouse_common::types::Role;
+
+use crate::{
+    auth::{Principal, Via},
+    error::ApiError,
+};
+
+/// Who may use a route: the roles, and whether only an API key itself (not a token) will do.
+#[derive(Debug)]
+pub struct Rule {
+    pub name: &'static str,
+    pub roles: &'static [Role],
+    pub api_key_only: bool,
+}
+
+use Role::{Admin, Guest, Reviewer, Service, Superadmin};
+
+/// Submit jobs; the job kind's scope is needed too.
+pub const JOBS_SUBMIT: Rule = Rule {
+    name: "jobs.submit",
+    roles: &[Admin, Reviewer, Service],
+    api_key_only: false,
+};
+/// Read a job and its results: admins any of the tenant's, reviewers and keys their own.
+pub const JOBS_READ: Rule = Rule {
+    name: "jobs.read",
+    roles: &[Admin, Reviewer, Service],
+    api_key_only: false,
+};
+/// Exchange an API key for a short-lived token.
+pub const TOKEN_EXCHANGE: Rule = Rule {
+    name: "auth.token",
+    roles: &[Service],
+    api_key_only: true,
+};
+/// Who am I.
+pub const ME: Rule = Rule {
+    name: "me",
+    roles: &[Superadmin, Admin, Reviewer, Guest, Service],
+    api_key_only: false,
+};
+/// The tenant's API keys.
+pub const KEYS_MANAGE: Rule = Rule {
+    name: "keys.manage",
+    roles: &[Admin],
+    api_key_only: false,
+};
+/// The tenant's users.
+pub const USERS_MANAGE: Rule = Rule {
+    name: "users.manage",
+    roles: &[Admin],
+    api_key_only: false,
+};
+/// Tenants (platform operators).
+pub const TENANTS_MANAGE: Rule = Rule {
+    name: "tenants.manage",
+    roles: &[Superadmin],
+    api_key_only: false,
+};
+
+/// Every protected route and its rule (public routes: health, metrics, JWKS, login).
+pub const ROUTES: &[(&str, &str, &Rule)] = &[
+    ("POST", "/v1/jobs", &JOBS_SUBMIT),
+    ("GET", "/v1/jobs/{id}", &JOBS_READ),
+    ("GET", "/v1/jobs/{id}/results", &JOBS_READ),
+    ("POST", "/v1/auth/token", &TOKEN_EXCHANGE),
+    ("GET", "/v1/me", &ME),
+    ("POST", "/v1/keys", &KEYS_MANAGE),
+    ("GET", "/v1/keys", &KEYS_MANAGE),
+    ("POST", "/v1/keys/{id}/rotate", &KEYS_MANAGE),
+    ("DELETE", "/v1/keys/{id}", &KEYS_MANAGE),
+    ("POST", "/v1/users", &USERS_MANAGE),
+    ("GET", "/v1/users", &USERS_MANAGE),
+    ("PATCH", "/v1/users/{id}", &USERS_MANAGE),
+    ("DELETE", "/v1/users/{id}", &USERS_MANAGE),
+    ("POST", "/v1/tenants", &TENANTS_MANAGE),
+    ("GET", "/v1/tenants", &TENANTS_MANAGE),
+    ("PATCH", "/v1/tenants/{id}", &TENANTS_MANAGE),
+];
+
+impl Principal {
+    /// 403 unless the rule admits this principal.
+    pub fn require(&self, rule: &Rule) -> Result<(), ApiError> {
+        if !rule.roles.contains(&self.role) || (rule.api_key_only && self.via != Via::ApiKey) {
+            metrics::counter!("gatehouse_api_forbidden_total", "rule" => rule.name).increment(1);
+            return Err(ApiError::Forbidden {
+                detail: format!("`{}` is not allowed for this credential", rule.name),
+            });
+        }
+        Ok(())
+    }
+
+    /// 403 unless the principal holds `scope`.
+    pub fn require_scope(&self, scope: &str) -> Result<(), ApiError> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden {
+                detail: format!("this credential lacks the `{scope}` scope"),
+            })
+        }
+    }
+
+    /// Whether this principal sees every job of its tenant (admins) or only its own.
+    pub fn sees_all_jobs(&self) -> bool {
+        self.role == Admin
+    }
+}

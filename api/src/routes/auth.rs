@@ -1,0 +1,190 @@
+//! `POST /v1/auth/token`, `POST /v1/auth/login`, `GET /.well-known/jwks.json`, `GET /v1/me`.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    routing::{get, post},
+};
+use gatehouse_common::types::Role;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{
+    auth::{Principal, Subject, Via},
+    error::ApiError,
+    extract::ApiJson,
+    identity::{jwt::IssuedToken, password, throttle},
+    network::ClientIp,
+    policy,
+    state::AppState,
+    store::{audit, tenants, users},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/token", post(token))
+        .route("/v1/auth/login", post(login))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/v1/me", get(me))
+}
+
+/// An API key (the bearer itself, not a token) for a short-lived JWT with the key's scopes.
+async fn token(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<IssuedToken>, ApiError> {
+    principal.require(&policy::TOKEN_EXCHANGE)?;
+    let issued = state
+        .tokens
+        .issue(
+            &principal.actor(),
+            principal.tenant_id,
+            Role::Service.as_str(),
+            &principal.scopes,
+        )
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(issued))
+}
+
+#[derive(Deserialize)]
+struct Login {
+    /// The tenant's slug; omitted (or empty) for platform operators.
+    #[serde(default)]
+    tenant: Option<String>,
+    username: String,
+    password: String,
+}
+
+const BAD_LOGIN: &str = "invalid tenant, username or password";
+
+/// Username and password for a JWT. Failures are throttled per user and per client IP, and
+/// never say whether the tenant or the user exists.
+async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    ApiJson(body): ApiJson<Login>,
+) -> Result<Json<IssuedToken>, ApiError> {
+    let slug = body.tenant.as_deref().filter(|s| !s.is_empty());
+    if body.username.is_empty() || body.username.chars().count() > 100 || body.password.len() > 1024
+    {
+        return Err(ApiError::invalid(
+            "invalid_credentials_shape",
+            "username",
+            "username must be 1 to 100 characters and password at most 1024 bytes",
+        ));
+    }
+    let user_subject = throttle::user_subject(slug.unwrap_or("-operators-"), &body.username);
+    let subjects = [user_subject.clone(), throttle::ip_subject(ip)];
+    if let Some(wait) = state.throttle.check(&subjects).await? {
+        record_login(&state, None, &body.username, ip, "throttled").await?;
+        return Err(ApiError::TooManyRequests {
+            detail: "too many failed logins; try again later".into(),
+            retry_after_secs: wait.as_secs().max(1),
+        });
+    }
+    let candidate = users::find_for_login(&state.pool, slug, &body.username).await?;
+    let hash = candidate.as_ref().map(|c| c.password_hash.clone());
+    let matches = password::verify(body.password, hash)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let user = match candidate {
+        Some(c) if matches && c.usable => c.user,
+        other => {
+            state.throttle.record_failure(&subjects).await?;
+            record_login(
+                &state,
+                other.and_then(|c| c.user.tenant_id),
+                &body.username,
+                ip,
+                "failure",
+            )
+            .await?;
+            metrics::counter!("gatehouse_api_login_failures_total").increment(1);
+            return Err(ApiError::Unauthorized {
+                detail: BAD_LOGIN,
+                invalid_token: false,
+            });
+        }
+    };
+    state.throttle.record_success(&user_subject).await?;
+    record_login(&state, user.tenant_id, &body.username, ip, "success").await?;
+    let scopes = match (user.role, user.tenant_id) {
+        (Role::Admin | Role::Reviewer, Some(tenant)) => tenants::get(&state.pool, tenant)
+            .await?
+            .map(|t| t.scopes)
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
+    let issued = state
+        .tokens
+        .issue(
+            &user.id.to_string(),
+            user.tenant_id,
+            user.role.as_str(),
+            &scopes,
+        )
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(issued))
+}
+
+async fn record_login(
+    state: &AppState,
+    tenant: Option<gatehouse_common::types::TenantId>,
+    username: &str,
+    ip: std::net::IpAddr,
+    outcome: &'static str,
+) -> Result<(), ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let action = if outcome == "success" {
+        "login.succeeded"
+    } else {
+        "login.failed"
+    };
+    audit::record_outcome(
+        &mut tx,
+        audit::Event {
+            tenant,
+            actor: &format!("login:{}", username.chars().take(100).collect::<String>()),
+            action,
+            client_ip: Some(ip),
+            details: json!({}),
+        },
+        outcome,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn jwks(State(state): State<AppState>) -> Json<Value> {
+    Json(state.tokens.jwks().await)
+}
+
+/// Who am I: subject, tenant, role, scopes.
+async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
+    principal.require(&policy::ME)?;
+    let tenant = match principal.tenant_id {
+        Some(id) => tenants::get(&state.pool, id)
+            .await?
+            .map(|t| json!({ "id": t.tenant_id, "slug": t.slug, "name": t.name })),
+        None => None,
+    };
+    let username = match principal.subject {
+        Subject::User(id) => match principal.tenant_id {
+            Some(t) => users::get(&state.pool, t, id).await?.map(|u| u.username),
+            None => None,
+        },
+        Subject::Key(_) => None,
+    };
+    Ok(Json(json!({
+        "subject": principal.actor(),
+        "kind": if matches!(principal.subject, Subject::Key(_)) { "api_key" } else { "user" },
+        "username": username,
+        "tenant": tenant,
+        "role": principal.role,
+        "scopes": principal.scopes,
+        "via": if principal.via == Via::ApiKey { "api_key" } else { "token" },
+    })))
+}

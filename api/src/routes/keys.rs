@@ -1,0 +1,159 @@
+//! Tenant admins manage their tenant's API keys: `POST /v1/keys`, `GET /v1/keys`,
+//! `POST /v1/keys/{id}/rotate`, `DELETE /v1/keys/{id}` (revoke).
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    routing::{delete, get, post},
+};
+use chrono::{DateTime, Utc};
+use gatehouse_common::types::KeyId;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Page, PageQuery, check_scopes};
+use crate::{
+    auth::Principal,
+    error::ApiError,
+    extract::ApiJson,
+    policy,
+    state::AppState,
+    store::{
+        keys::{self, ApiKey, NewKey},
+        tenants,
+    },
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", get(list).post(create))
+        .route("/v1/keys/{id}/rotate", post(rotate))
+        .route("/v1/keys/{id}", delete(revoke))
+}
+
+#[derive(Deserialize)]
+struct CreateKey {
+    name: String,
+    scopes: Vec<String>,
+    #[serde(default)]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+fn with_secret(key: &ApiKey, token: String) -> Value {
+    let mut value = serde_json::to_value(key).unwrap_or_default();
+    value["key"] = Value::String(token);
+    value
+}
+
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(&policy::KEYS_MANAGE)?;
+    let tenant = principal.tenant()?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            "name",
+            "name must be 1 to 100 characters",
+        ));
+    }
+    if body.scopes.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_scope",
+            "scopes",
+            "a key needs at least one scope",
+        ));
+    }
+    let granted = tenants::get(&state.pool, tenant)
+        .await?
+        .map(|t| t.scopes)
+        .unwrap_or_default();
+    check_scopes("scopes", &body.scopes, &granted)?;
+    if body.expires_at.is_some_and(|t| t <= Utc::now()) {
+        return Err(ApiError::invalid(
+            "invalid_expiry",
+            "expires_at",
+            "expires_at must be in the future",
+        ));
+    }
+    let (key, token) = keys::create(
+        &state.pool,
+        NewKey {
+            tenant,
+            name,
+            scopes: &body.scopes,
+            expires_at: body.expires_at,
+            actor: &principal.actor(),
+            client_ip: Some(principal.client_ip),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(with_secret(&key, token))))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<ApiKey>>, ApiError> {
+    principal.require(&policy::KEYS_MANAGE)?;
+    let limit = page.limit()?;
+    let keys = keys::list(
+        &state.pool,
+        principal.tenant()?,
+        page.after::<KeyId>()?,
+        limit,
+    )
+    .await?;
+    Ok(Json(Page::new(keys, limit, |k| k.key_id.to_string())))
+}
+
+async fn rotate(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(&policy::KEYS_MANAGE)?;
+    let key_id: KeyId = id.parse().map_err(|_| ApiError::NotFound)?;
+    let idempotency_key = super::jobs::idempotency_key(&headers)?;
+    let identity = &state.config.identity;
+    let (key, token) = keys::rotate(
+        &state.pool,
+        principal.tenant()?,
+        key_id,
+        identity.key_rotation_grace,
+        idempotency_key,
+        &identity.key_derivation_secret,
+        &principal.actor(),
+        Some(principal.client_ip),
+    )
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    let mut value = with_secret(&key, token);
+    value["previous_secret_valid_for_secs"] = json!(identity.key_rotation_grace.as_secs());
+    Ok(Json(value))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKey>, ApiError> {
+    principal.require(&policy::KEYS_MANAGE)?;
+    let key_id: KeyId = id.parse().map_err(|_| ApiError::NotFound)?;
+    keys::revoke(
+        &state.pool,
+        principal.tenant()?,
+        key_id,
+        &principal.actor(),
+        Some(principal.client_ip),
+    )
+    .await?
+    .map(Json)
+    .ok_or(ApiError::NotFound)
+}

@@ -1,0 +1,180 @@
+//! Platform operators manage tenants: `POST /v1/tenants`, `GET /v1/tenants`,
+//! `PATCH /v1/tenants/{id}`. Disabling a tenant stops its keys, users and tokens at once.
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    routing::{get, patch},
+};
+use gatehouse_common::types::{SCOPES, TenantId};
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::{Page, PageQuery, check_scopes};
+use crate::{
+    auth::Principal,
+    error::ApiError,
+    extract::ApiJson,
+    policy,
+    state::AppState,
+    store::tenants::{self, NewTenant, Tenant, TenantChanges},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants", get(list).post(create))
+        .route("/v1/tenants/{id}", patch(update))
+}
+
+fn all_scopes() -> Vec<String> {
+    SCOPES.iter().map(|s| s.to_string()).collect()
+}
+
+/// CIDRs or bare addresses (`10.0.0.0/8`, `203.0.113.7`).
+fn parse_allowlist(raw: &[String]) -> Result<Vec<IpNet>, ApiError> {
+    raw.iter()
+        .enumerate()
+        .map(|(i, entry)| {
+            entry
+                .parse::<IpNet>()
+                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "invalid_cidr",
+                        format!("ip_allowlist[{i}]"),
+                        format!("`{entry}` is not a CIDR or IP address"),
+                    )
+                })
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct CreateTenant {
+    name: String,
+    #[serde(default)]
+    slug: Option<String>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    ip_allowlist: Vec<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+    principal.require(&policy::TENANTS_MANAGE)?;
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    let slug = body.slug.unwrap_or_else(|| tenants::slugify(name));
+    if slug.is_empty() || slug != tenants::slugify(&slug) {
+        return Err(ApiError::invalid(
+            "invalid_slug",
+            "slug",
+            "slug must be lowercase letters, digits and single dashes",
+        ));
+    }
+    if let Some(scopes) = &body.scopes {
+        check_scopes("scopes", scopes, &all_scopes())?;
+    }
+    let allowlist = parse_allowlist(&body.ip_allowlist)?;
+    let created = tenants::create(
+        &state.pool,
+        NewTenant {
+            name,
+            slug: &slug,
+            scopes: body.scopes.as_deref(),
+            ip_allowlist: &allowlist,
+        },
+        &principal.actor(),
+        Some(principal.client_ip),
+    )
+    .await;
+    match created {
+        Ok(tenant) => Ok((StatusCode::CREATED, Json(tenant))),
+        Err(e)
+            if e.as_database_error()
+                .is_some_and(|d| d.is_unique_violation()) =>
+        {
+            Err(ApiError::Conflict {
+                code: "duplicate_slug",
+                detail: format!("a tenant with slug `{slug}` already exists"),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<Tenant>>, ApiError> {
+    principal.require(&policy::TENANTS_MANAGE)?;
+    let limit = page.limit()?;
+    let tenants = tenants::list(&state.pool, page.after::<TenantId>()?, limit).await?;
+    Ok(Json(Page::new(tenants, limit, |t| t.tenant_id.to_string())))
+}
+
+#[derive(Deserialize)]
+struct UpdateTenant {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    enabled: Option<bool>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    ip_allowlist: Option<Vec<String>>,
+}
+
+async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<UpdateTenant>,
+) -> Result<Json<Tenant>, ApiError> {
+    principal.require(&policy::TENANTS_MANAGE)?;
+    let id: TenantId = id.parse().map_err(|_| ApiError::NotFound)?;
+    if let Some(name) = &body.name
+        && (name.trim().is_empty() || name.chars().count() > 200)
+    {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    if let Some(scopes) = &body.scopes {
+        check_scopes("scopes", scopes, &all_scopes())?;
+    }
+    let changes = TenantChanges {
+        name: body.name.map(|n| n.trim().to_string()),
+        enabled: body.enabled,
+        scopes: body.scopes,
+        ip_allowlist: body
+            .ip_allowlist
+            .as_deref()
+            .map(parse_allowlist)
+            .transpose()?,
+    };
+    tenants::update(
+        &state.pool,
+        id,
+        &changes,
+        &principal.actor(),
+        Some(principal.client_ip),
+    )
+    .await?
+    .map(Json)
+    .ok_or(ApiError::NotFound)
+}
