@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod durability;
+mod identity;
 mod identity_blocks;
 mod jobs;
 mod jwt;

@@ -293,7 +293,10 @@ pub async fn new_user(
     let hash = gatehouse_api::identity::password::hash(PASSWORD.to_string())
         .await
         .expect("hash");
-    let actor = store::users::Actor { name: "test", client_ip: None };
+    let actor = store::users::Actor {
+        name: "test",
+        client_ip: None,
+    };
     store::users::create(&state.pool, tenant, username, &hash, role, actor)
         .await
         .expect("user")
@@ -307,24 +310,45 @@ impl Harness {
         if let Some(slug) = tenant_slug {
             body["tenant"] = serde_json::json!(slug);
         }
-        let reply = self.call(Method::POST, "/v1/auth/login", None, Some(body)).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
-        reply.json()["access_token"].as_str().expect("token").to_string()
+        let reply = self
+            .call(Method::POST, "/v1/auth/login", None, Some(body))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()["access_token"]
+            .as_str()
+            .expect("token")
+            .to_string()
     }
 
     /// `POST /v1/auth/token` with an API key; returns the access token.
     pub async fn exchange(&self, key: &str) -> String {
-        let reply = self.call(Method::POST, "/v1/auth/token", Some(key), None).await;
-        assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
-        reply.json()["access_token"].as_str().expect("token").to_string()
+        let reply = self
+            .call(Method::POST, "/v1/auth/token", Some(key), None)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        reply.json()["access_token"]
+            .as_str()
+            .expect("token")
+            .to_string()
     }
 
     /// The tenant created by [`Harness::new`] (slug `acme`).
     pub async fn tenant_id(&self) -> TenantId {
-        let id: uuid::Uuid = sqlx::query_scalar("SELECT tenant_id FROM tenants WHERE slug = 'acme'")
-            .fetch_one(&self.env.pool)
-            .await
-            .expect("acme");
+        let id: uuid::Uuid =
+            sqlx::query_scalar("SELECT tenant_id FROM tenants WHERE slug = 'acme'")
+                .fetch_one(&self.env.pool)
+                .await
+                .expect("acme");
         TenantId(id)
     }
 }
