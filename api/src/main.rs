@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(config).await,
         Command::Migrate => {
             db::ensure_database(&config.database_url).await?;
-            let pool = db::connect(&config).await?;
+            let pool = db::connect_owner(&config).await?;
             db::migrate(&pool).await?;
             eprintln!("migrations applied");
             Ok(())
@@ -64,8 +64,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bootstrap commands run as the URL's own user (the schema owner), like `migrate`.
 async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
-    let pool = db::connect(&config).await?;
+    let pool = db::connect_owner(&config).await?;
     db::check_migrated(&pool).await?;
     let output = match command {
         AdminCommand::Tenant {

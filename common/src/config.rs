@@ -68,6 +68,8 @@ pub struct IdentityConfig {
 pub struct Config {
     pub database_url: String,
     pub database_max_connections: u32,
+    /// `GATEHOUSE_DATABASE_ROLE`: the role the services switch to (empty: the login role).
+    pub database_role: String,
     pub amqp_url: String,
     pub queue_prefix: String,
     pub api_listen: SocketAddr,
@@ -119,6 +121,7 @@ impl Config {
                 "postgres://postgres@127.0.0.1:5432/gatehouse".to_string(),
             )?,
             database_max_connections: env.positive("GATEHOUSE_DATABASE_MAX_CONNECTIONS", 10)?,
+            database_role: env.get("GATEHOUSE_DATABASE_ROLE", "gatehouse_app".to_string())?,
             amqp_url: env.get(
                 "GATEHOUSE_AMQP_URL",
                 "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),

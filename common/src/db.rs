@@ -22,21 +22,85 @@ pub enum DbSetupError {
     #[error("migrations failed")]
     Migrate(#[source] sqlx::migrate::MigrateError),
     #[error(
-        "the database is not migrated to this version (missing migration {0}): run `gatehouse-api migrate`"
+        "the database is not migrated to this version (missing migration {0}; 0 = the application role is missing): run `gatehouse-api migrate`"
     )]
     NotMigrated(i64),
     #[error("cannot read the migration state")]
     Check(#[source] sqlx::Error),
 }
 
+/// The services' pool. Every connection switches to `GATEHOUSE_DATABASE_ROLE` (default
+/// `gatehouse_app`), which owns no table and cannot bypass row-level security, so queries run
+/// under the tenant policies whatever user the URL logs in as. In production, log in as that
+/// role directly (then nothing can `RESET ROLE` back to the owner).
 pub async fn connect(cfg: &Config) -> Result<PgPool, DbSetupError> {
     let options = PgConnectOptions::from_str(&cfg.database_url).map_err(DbSetupError::Url)?;
-    PgPoolOptions::new()
+    let role = cfg.database_role.clone();
+    let mut pool = PgPoolOptions::new()
         .max_connections(cfg.database_max_connections)
+        .acquire_timeout(Duration::from_secs(10));
+    if !role.is_empty() {
+        let set_role = format!("SET ROLE \"{}\"", role.replace('"', "\"\""));
+        pool = pool.after_connect(move |conn, _meta| {
+            let set_role = set_role.clone();
+            Box::pin(async move {
+                sqlx::query(&set_role).execute(conn).await?;
+                Ok(())
+            })
+        });
+    }
+    match pool.connect_with(options).await {
+        Ok(pool) => Ok(pool),
+        // The role is created by the migrations.
+        Err(sqlx::Error::Database(e))
+            if e.code().as_deref() == Some("22023") || e.code().as_deref() == Some("42704") =>
+        {
+            Err(DbSetupError::NotMigrated(0))
+        }
+        Err(e) => Err(DbSetupError::Connect(e)),
+    }
+}
+
+/// A pool as the URL's own user (the schema owner): migrations and bootstrap commands only.
+pub async fn connect_owner(cfg: &Config) -> Result<PgPool, DbSetupError> {
+    let options = PgConnectOptions::from_str(&cfg.database_url).map_err(DbSetupError::Url)?;
+    PgPoolOptions::new()
+        .max_connections(2)
         .acquire_timeout(Duration::from_secs(10))
         .connect_with(options)
         .await
         .map_err(DbSetupError::Connect)
+}
+
+/// Whose rows a transaction may touch (row-level security).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One tenant's rows.
+    Tenant(crate::types::TenantId),
+    /// Every tenant's: authentication look-ups, operator routes, system work.
+    Platform,
+}
+
+/// Begins a transaction limited to `scope`.
+pub async fn begin(
+    pool: &PgPool,
+    scope: Scope,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    match scope {
+        Scope::Tenant(tenant) => {
+            sqlx::query("SELECT set_config('gatehouse.tenant_id', $1, true)")
+                .bind(tenant.0.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Scope::Platform => {
+            sqlx::query("SELECT set_config('gatehouse.platform', 'on', true)")
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(tx)
 }
 
 /// Creates the database named in the URL when it does not exist yet.
@@ -89,8 +153,12 @@ pub async fn check_migrated(pool: &PgPool) -> Result<(), DbSetupError> {
     .await
     {
         Ok(versions) => versions,
-        // No migrations table at all: nothing was ever applied.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => Vec::new(),
+        // No migrations table (or no grant on it yet): nothing was applied for this role.
+        Err(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("42P01") | Some("42501")) =>
+        {
+            Vec::new()
+        }
         Err(e) => return Err(DbSetupError::Check(e)),
     };
     match MIGRATOR.iter().find(|m| !applied.contains(&m.version)) {

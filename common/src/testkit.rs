@@ -23,7 +23,10 @@ fn base_url(var: &str, default: &str) -> String {
 /// A private database and queue prefix; dropped explicitly with [`TestEnv::teardown`].
 pub struct TestEnv {
     pub config: Config,
+    /// As the schema owner (bypasses row-level security): migrations and test assertions.
     pub pool: PgPool,
+    /// As the services connect (`gatehouse_app`, under row-level security).
+    pub app_pool: PgPool,
     pub db_name: String,
     admin_url: String,
 }
@@ -83,11 +86,17 @@ impl TestEnv {
             vars.insert((*k).to_string(), (*v).to_string());
         }
         let config = Config::from_lookup(|k| vars.get(k).cloned()).expect("test config is valid");
-        let pool = db::connect(&config).await.expect("connect test database");
+        let pool = db::connect_owner(&config)
+            .await
+            .expect("connect test database");
         db::migrate(&pool).await.expect("migrate test database");
+        let app_pool = db::connect(&config)
+            .await
+            .expect("connect as the application role");
         Self {
             config,
             pool,
+            app_pool,
             db_name,
             admin_url,
         }
@@ -106,6 +115,7 @@ impl TestEnv {
             }
             let _ = conn.close(200, "bye".into()).await;
         }
+        self.app_pool.close().await;
         self.pool.close().await;
         self.drop_database(&self.db_name).await;
     }

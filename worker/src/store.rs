@@ -3,7 +3,11 @@
 //! results, bumps the job's counters and writes the chunk's audit record. A redelivered
 //! message finds the chunk already flipped and writes nothing.
 
-use gatehouse_common::{queue::ChunkMessage, types::JobStatus};
+use gatehouse_common::{
+    db::{self, Scope},
+    queue::ChunkMessage,
+    types::JobStatus,
+};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -17,6 +21,7 @@ pub struct Claim {
 /// Bumps the attempt counter of a pending chunk and marks its job running.
 /// `None`: the chunk is already done (a redelivery) or unknown.
 pub async fn claim(pool: &PgPool, chunk: &ChunkMessage) -> Result<Option<Claim>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
     let attempts: Option<i32> = sqlx::query_scalar(
         r"
         WITH claimed AS (
@@ -32,8 +37,9 @@ pub async fn claim(pool: &PgPool, chunk: &ChunkMessage) -> Result<Option<Claim>,
     )
     .bind(chunk.job_id)
     .bind(chunk.chunk_index)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(attempts.map(|attempts| Claim { attempts }))
 }
 
@@ -42,7 +48,8 @@ pub async fn pending_items(
     pool: &PgPool,
     chunk: &ChunkMessage,
 ) -> Result<Vec<(i32, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
+    let items = sqlx::query_as(
         r"
         SELECT item_index, input FROM job_items
         WHERE job_id = $1 AND item_index >= $2 AND item_index < $3 AND status = 'pending'
@@ -52,8 +59,10 @@ pub async fn pending_items(
     .bind(chunk.job_id)
     .bind(chunk.item_start)
     .bind(chunk.item_end)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(items)
 }
 
 /// Keeps the last transient error on the chunk, for operators.
@@ -62,25 +71,30 @@ pub async fn record_error(
     chunk: &ChunkMessage,
     error: &str,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
     sqlx::query("UPDATE job_chunks SET last_error = $3 WHERE job_id = $1 AND chunk_index = $2")
         .bind(chunk.job_id)
         .bind(chunk.chunk_index)
         .bind(error)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
-    Ok(())
+    tx.commit().await
 }
 
 pub async fn last_error(
     pool: &PgPool,
     chunk: &ChunkMessage,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT last_error FROM job_chunks WHERE job_id = $1 AND chunk_index = $2")
-        .bind(chunk.job_id)
-        .bind(chunk.chunk_index)
-        .fetch_optional(pool)
-        .await
-        .map(Option::flatten)
+    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
+    let error: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT last_error FROM job_chunks WHERE job_id = $1 AND chunk_index = $2",
+    )
+    .bind(chunk.job_id)
+    .bind(chunk.chunk_index)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(error.flatten())
 }
 
 /// One item's outcome: a result or an error object.
@@ -114,7 +128,7 @@ pub async fn complete_chunk(
     end: ChunkEnd,
     audit: Value,
 ) -> Result<Option<Applied>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
     let status: Option<String> = sqlx::query_scalar(
         "SELECT status FROM job_chunks WHERE job_id = $1 AND chunk_index = $2 FOR UPDATE",
     )

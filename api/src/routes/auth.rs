@@ -5,7 +5,10 @@ use axum::{
     extract::State,
     routing::{get, post},
 };
-use gatehouse_common::types::Role;
+use gatehouse_common::{
+    db::{self, Scope},
+    types::Role,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -136,7 +139,8 @@ async fn record_login(
     ip: std::net::IpAddr,
     outcome: &'static str,
 ) -> Result<(), ApiError> {
-    let mut tx = state.pool.begin().await?;
+    let scope = tenant.map_or(Scope::Platform, Scope::Tenant);
+    let mut tx = db::begin(&state.pool, scope).await?;
     let action = if outcome == "success" {
         "login.succeeded"
     } else {

@@ -231,6 +231,7 @@ async fn results(
 ) -> Result<Response, ApiError> {
     let job = visible_job(&state, &principal, &id).await?;
     let id = job.id;
+    let tenant = principal.tenant()?;
     let pool = state.pool.clone();
     let pages = stream::try_unfold(Some(-1), move |cursor| {
         let pool = pool.clone();
@@ -238,7 +239,7 @@ async fn results(
             let Some(after) = cursor else {
                 return Ok::<_, sqlx::Error>(None);
             };
-            let lines = jobs::results_page(&pool, id, after, RESULTS_PAGE).await?;
+            let lines = jobs::results_page(&pool, tenant, id, after, RESULTS_PAGE).await?;
             if lines.is_empty() {
                 return Ok(None);
             }

@@ -1,6 +1,7 @@
 //! `jobs`, `job_items`, `job_chunks` and `outbox`: a submission is one transaction.
 
 use chrono::{DateTime, Utc};
+use gatehouse_common::db::{self, Scope};
 use gatehouse_common::{
     queue::{ChunkMessage, QueueMessage},
     types::{JobId, JobKind, JobStatus, KeyId, TenantId},
@@ -81,7 +82,7 @@ pub enum Inserted {
 pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Error> {
     let total = i32::try_from(new.texts.len()).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let job_id = JobId::new();
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Tenant(new.tenant_id)).await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         r"
         INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by)
@@ -100,29 +101,30 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
-        tx.rollback().await?;
         let key = new.idempotency_key.unwrap_or_default();
         let existing: JobRow = sqlx::query_as(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2"
         ))
         .bind(new.tenant_id)
         .bind(key)
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
+        tx.commit().await?;
         return Ok(Inserted::Replayed(existing.try_into()?));
     };
 
     let indexes: Vec<i32> = (0..total).collect();
     sqlx::query(
         r"
-        INSERT INTO job_items (job_id, item_index, custom_id, input)
-        SELECT $1, * FROM UNNEST($2::int4[], $3::text[], $4::text[])
+        INSERT INTO job_items (job_id, tenant_id, item_index, custom_id, input)
+        SELECT $1, $5, * FROM UNNEST($2::int4[], $3::text[], $4::text[])
         ",
     )
     .bind(job_id)
     .bind(&indexes)
     .bind(&new.custom_ids)
     .bind(&new.texts)
+    .bind(new.tenant_id)
     .execute(&mut *tx)
     .await?;
 
@@ -155,14 +157,15 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     }
     sqlx::query(
         r"
-        INSERT INTO job_chunks (job_id, chunk_index, item_start, item_end)
-        SELECT $1, * FROM UNNEST($2::int4[], $3::int4[], $4::int4[])
+        INSERT INTO job_chunks (job_id, tenant_id, chunk_index, item_start, item_end)
+        SELECT $1, $5, * FROM UNNEST($2::int4[], $3::int4[], $4::int4[])
         ",
     )
     .bind(job_id)
     .bind(&chunk_indexes)
     .bind(&starts)
     .bind(&ends)
+    .bind(new.tenant_id)
     .execute(&mut *tx)
     .await?;
     sqlx::query("INSERT INTO outbox (routing_key, payload) SELECT $1, * FROM UNNEST($2::jsonb[])")
@@ -194,14 +197,16 @@ pub async fn get(
     id: JobId,
     created_by: Option<&str>,
 ) -> Result<Option<Job>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND ($3::text IS NULL OR created_by = $3)"
     ))
     .bind(id)
     .bind(tenant)
     .bind(created_by)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     row.map(Job::try_from).transpose()
 }
 
@@ -218,11 +223,13 @@ pub struct ResultLine {
 /// Finished items after `after` (exclusive), in submission order.
 pub async fn results_page(
     pool: &PgPool,
+    tenant: TenantId,
     job: JobId,
     after: i32,
     limit: i64,
 ) -> Result<Vec<ResultLine>, sqlx::Error> {
-    sqlx::query_as(
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let lines = sqlx::query_as(
         r"
         SELECT item_index AS index, custom_id, status, result, error FROM job_items
         WHERE job_id = $1 AND item_index > $2 AND status <> 'pending'
@@ -233,6 +240,8 @@ pub async fn results_page(
     .bind(job)
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(lines)
 }

@@ -7,6 +7,7 @@
 //! `previous_valid_until` (`GATEHOUSE_KEY_ROTATION_GRACE_SECS`).
 
 use chrono::{DateTime, Utc};
+use gatehouse_common::db::{self, Scope};
 use gatehouse_common::types::{KeyId, TenantId};
 use ipnet::IpNet;
 use rand::RngCore;
@@ -76,7 +77,7 @@ pub struct NewKey<'a> {
 pub async fn create(pool: &PgPool, new: NewKey<'_>) -> Result<(ApiKey, String), sqlx::Error> {
     let key_id = KeyId::new();
     let secret = new_secret();
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Tenant(new.tenant)).await?;
     let key: ApiKey = sqlx::query_as(&format!(
         r"
         INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, expires_at, created_by)
@@ -114,7 +115,8 @@ pub async fn list(
     after: Option<KeyId>,
     limit: i64,
 ) -> Result<Vec<ApiKey>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let keys = sqlx::query_as(&format!(
         r"
         SELECT {KEY_COLUMNS} FROM api_keys
         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR key_id > $2)
@@ -125,8 +127,10 @@ pub async fn list(
     .bind(tenant)
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(keys)
 }
 
 /// Revokes a live key of `tenant`; `None` when there is no such live key.
@@ -137,7 +141,7 @@ pub async fn revoke(
     actor: &str,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Option<ApiKey>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let key: Option<ApiKey> = sqlx::query_as(&format!(
         r"
         UPDATE api_keys SET revoked_at = now(), previous_secret_sha256 = NULL, previous_valid_until = NULL
@@ -170,7 +174,7 @@ pub async fn rotate(
     actor: &str,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Option<(ApiKey, String)>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let current: Option<ApiKey> = sqlx::query_as(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND key_id = $2 AND revoked_at IS NULL FOR UPDATE"
     ))
@@ -199,9 +203,10 @@ pub async fn rotate(
                 return Ok(same.then(|| (current, token(key_id, &secret))));
             }
             sqlx::query(
-                "INSERT INTO key_rotations (key_id, idempotency_key, secret_sha256) VALUES ($1, $2, $3)",
+                "INSERT INTO key_rotations (key_id, tenant_id, idempotency_key, secret_sha256) VALUES ($1, $2, $3, $4)",
             )
             .bind(key_id)
+            .bind(tenant)
             .bind(idem)
             .bind(sha256(&secret).as_slice())
             .execute(&mut *tx)
@@ -301,9 +306,11 @@ pub async fn verify(pool: &PgPool, token: &str) -> Result<Option<LiveKey>, sqlx:
     let Some((key_id, secret)) = parse(token) else {
         return Ok(None);
     };
+    // Platform scope: the key's tenant is what we are about to learn.
+    let mut tx = db::begin(pool, Scope::Platform).await?;
     let row: Option<KeyRow> = sqlx::query_as(LIVE_KEY_SQL)
         .bind(key_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
     let presented = sha256(secret);
     // Compare against a dummy when the key is unknown so both paths cost the same.
@@ -326,8 +333,9 @@ pub async fn verify(pool: &PgPool, token: &str) -> Result<Option<LiveKey>, sqlx:
                 "UPDATE api_keys SET last_used_at = now() WHERE key_id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
             )
             .bind(key_id)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
             Ok(Some(LiveKey {
                 key_id,
                 tenant_id: r.tenant_id,
@@ -342,10 +350,12 @@ pub async fn verify(pool: &PgPool, token: &str) -> Result<Option<LiveKey>, sqlx:
 /// The key behind a token derived from it, if it is still live (revocation, expiry and a
 /// disabled tenant take effect on the next request, on every replica).
 pub async fn live(pool: &PgPool, key_id: KeyId) -> Result<Option<LiveKey>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Platform).await?;
     let row: Option<KeyRow> = sqlx::query_as(LIVE_KEY_SQL)
         .bind(key_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(row.map(|r| LiveKey {
         key_id,
         tenant_id: r.tenant_id,

@@ -1,6 +1,7 @@
 //! `tenants`.
 
 use chrono::{DateTime, Utc};
+use gatehouse_common::db::{self, Scope};
 use gatehouse_common::types::TenantId;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -54,7 +55,7 @@ pub async fn create(
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Tenant, sqlx::Error> {
     let (name, slug) = (new.name, new.slug);
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Platform).await?;
     let tenant: Tenant = sqlx::query_as(&format!(
         r"
         INSERT INTO tenants (tenant_id, name, slug, scopes, ip_allowlist)
@@ -85,22 +86,7 @@ pub async fn create(
 }
 
 pub async fn exists(pool: &PgPool, id: TenantId) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant_id = $1)")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::slugify;
-
-    #[test]
-    fn slugs_are_lowercase_dashed_ascii() {
-        assert_eq!(slugify("Acme Corp."), "acme-corp");
-        assert_eq!(slugify("  --Globex__Intl 2026 "), "globex-intl-2026");
-        assert_eq!(slugify("日本"), "");
-    }
+    Ok(get(pool, id).await?.is_some())
 }
 
 pub async fn list(
@@ -108,22 +94,29 @@ pub async fn list(
     after: Option<TenantId>,
     limit: i64,
 ) -> Result<Vec<Tenant>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = db::begin(pool, Scope::Platform).await?;
+    let tenants = sqlx::query_as(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2"
     ))
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(tenants)
 }
 
+/// One tenant, seen from inside it (its own row is visible under its own scope).
 pub async fn get(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let mut tx = db::begin(pool, Scope::Tenant(id)).await?;
+    let tenant = sqlx::query_as(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
     ))
     .bind(id)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(tenant)
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -146,7 +139,7 @@ pub async fn update(
     actor: &str,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Option<Tenant>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Platform).await?;
     let tenant: Option<Tenant> = sqlx::query_as(&format!(
         r"
         UPDATE tenants SET
@@ -181,4 +174,16 @@ pub async fn update(
     }
     tx.commit().await?;
     Ok(tenant)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slugify;
+
+    #[test]
+    fn slugs_are_lowercase_dashed_ascii() {
+        assert_eq!(slugify("Acme Corp."), "acme-corp");
+        assert_eq!(slugify("  --Globex__Intl 2026 "), "globex-intl-2026");
+        assert_eq!(slugify("日本"), "");
+    }
 }

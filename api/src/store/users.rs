@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
+use gatehouse_common::db::{self, Scope};
 use gatehouse_common::types::{Role, TenantId, UserId};
 use ipnet::IpNet;
 use serde::Serialize;
@@ -86,7 +87,8 @@ pub async fn create(
     role: Role,
     actor: Actor<'_>,
 ) -> Result<User, UserError> {
-    let mut tx = pool.begin().await?;
+    let scope = tenant.map_or(Scope::Platform, Scope::Tenant);
+    let mut tx = db::begin(pool, scope).await?;
     let row: UserRow = sqlx::query_as(&format!(
         r"
         INSERT INTO users (user_id, tenant_id, username, password_hash, role)
@@ -124,6 +126,7 @@ pub async fn list(
     after: Option<UserId>,
     limit: i64,
 ) -> Result<Vec<User>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let rows: Vec<UserRow> = sqlx::query_as(&format!(
         r"
         SELECT {USER_COLUMNS} FROM users
@@ -134,19 +137,22 @@ pub async fn list(
     .bind(tenant)
     .bind(after)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     rows.into_iter().map(User::try_from).collect()
 }
 
 pub async fn get(pool: &PgPool, tenant: TenantId, id: UserId) -> Result<Option<User>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let row: Option<UserRow> = sqlx::query_as(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND user_id = $2"
     ))
     .bind(tenant)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     row.map(User::try_from).transpose()
 }
 
@@ -166,7 +172,7 @@ pub async fn update(
     changes: Changes,
     actor: Actor<'_>,
 ) -> Result<Option<User>, UserError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let admins: Vec<UserId> = sqlx::query_scalar(
         "SELECT user_id FROM users WHERE tenant_id = $1 AND role = 'admin' AND enabled ORDER BY user_id FOR UPDATE",
     )
@@ -243,7 +249,7 @@ pub async fn delete(
     id: UserId,
     actor: Actor<'_>,
 ) -> Result<bool, UserError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let admins: Vec<UserId> = sqlx::query_scalar(
         "SELECT user_id FROM users WHERE tenant_id = $1 AND role = 'admin' AND enabled ORDER BY user_id FOR UPDATE",
     )
@@ -312,6 +318,8 @@ pub async fn find_for_login(
     tenant_slug: Option<&str>,
     username: &str,
 ) -> Result<Option<LoginCandidate>, sqlx::Error> {
+    // Platform scope: the tenant is known only by its slug until this look-up.
+    let mut tx = db::begin(pool, Scope::Platform).await?;
     let row: Option<LoginRow> = match tenant_slug {
         Some(slug) => {
             sqlx::query_as(
@@ -324,7 +332,7 @@ pub async fn find_for_login(
             )
             .bind(slug)
             .bind(username)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?
         }
         None => {
@@ -336,10 +344,11 @@ pub async fn find_for_login(
                 ",
             )
             .bind(username)
-            .fetch_optional(pool)
+            .fetch_optional(&mut *tx)
             .await?
         }
     };
+    tx.commit().await?;
     row.map(|r| {
         Ok(LoginCandidate {
             user: User::try_from(r.user)?,
@@ -368,6 +377,7 @@ struct LiveRow {
 }
 
 pub async fn live(pool: &PgPool, id: UserId) -> Result<Option<LiveUser>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Platform).await?;
     let row: Option<LiveRow> = sqlx::query_as(
         r"
         SELECT u.tenant_id, u.role, t.scopes, t.ip_allowlist
@@ -376,8 +386,9 @@ pub async fn live(pool: &PgPool, id: UserId) -> Result<Option<LiveUser>, sqlx::E
         ",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     row.map(|r| {
         Ok(LiveUser {
             user_id: id,

@@ -48,7 +48,7 @@ fn key_id(key: &str) -> String {
 /// A second api replica on the same database.
 async fn replica(h: &Harness) -> Harness2 {
     let state = AppState::new(
-        h.env.pool.clone(),
+        h.env.app_pool.clone(),
         h.env.config.clone(),
         telemetry::metrics_handle(),
     )

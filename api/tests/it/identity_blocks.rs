@@ -15,7 +15,7 @@ async fn setup() -> (TestEnv, LoginThrottle) {
         ("GATEHOUSE_LOGIN_LOCKOUT_SECS", "2"),
     ])
     .await;
-    let throttle = LoginThrottle::new(env.pool.clone(), &env.config.identity);
+    let throttle = LoginThrottle::new(env.app_pool.clone(), &env.config.identity);
     (env, throttle)
 }
 

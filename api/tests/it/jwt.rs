@@ -60,7 +60,7 @@ async fn signing_keys_are_created_once_rotate_across_replicas_and_retire() {
     // Eight replicas start at once: exactly one key is created.
     let starts: Vec<_> = (0..8)
         .map(|_| {
-            let (pool, cfg) = (env.pool.clone(), cfg.clone());
+            let (pool, cfg) = (env.app_pool.clone(), cfg.clone());
             tokio::spawn(async move { TokenService::new(pool, &cfg).await })
         })
         .collect();
@@ -157,7 +157,7 @@ async fn signing_keys_are_created_once_rotate_across_replicas_and_retire() {
         .execute(&env.pool)
         .await
         .expect("retire");
-    let c = TokenService::new(env.pool.clone(), &cfg)
+    let c = TokenService::new(env.app_pool.clone(), &cfg)
         .await
         .expect("start");
     assert_eq!(key_rows(&env.pool).await.len(), 3, "an active key exists");
@@ -176,7 +176,7 @@ async fn signing_keys_are_created_once_rotate_across_replicas_and_retire() {
         .execute(&env.pool)
         .await
         .expect("retire all");
-    let d = TokenService::new(env.pool.clone(), &cfg)
+    let d = TokenService::new(env.app_pool.clone(), &cfg)
         .await
         .expect("start");
     let rows = key_rows(&env.pool).await;

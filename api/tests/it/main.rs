@@ -6,6 +6,7 @@ mod cli;
 mod durability;
 mod identity;
 mod identity_blocks;
+mod isolation;
 mod jobs;
 mod jwt;
 mod support;

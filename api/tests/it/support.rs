@@ -57,7 +57,7 @@ impl Harness {
         vars.extend_from_slice(overrides);
         let env = TestEnv::new(&vars).await;
         let state = AppState::new(
-            env.pool.clone(),
+            env.app_pool.clone(),
             env.config.clone(),
             telemetry::metrics_handle(),
         )
@@ -88,7 +88,7 @@ impl Harness {
             .expect("model and ONNX Runtime (run `make models`)");
         gatehouse_worker::start(
             self.env.config.clone(),
-            self.env.pool.clone(),
+            self.env.app_pool.clone(),
             model,
             CancellationToken::new(),
         )
