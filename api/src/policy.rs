@@ -55,6 +55,18 @@ pub const USERS_MANAGE: Rule = Rule {
     roles: &[Admin],
     api_key_only: false,
 };
+/// The tenant's audit records.
+pub const AUDIT_READ: Rule = Rule {
+    name: "audit.read",
+    roles: &[Admin],
+    api_key_only: false,
+};
+/// The tenant's own settings (name, IP allowlist).
+pub const TENANT_SETTINGS: Rule = Rule {
+    name: "tenant.settings",
+    roles: &[Admin],
+    api_key_only: false,
+};
 /// Tenants (platform operators).
 pub const TENANTS_MANAGE: Rule = Rule {
     name: "tenants.manage",
@@ -65,6 +77,7 @@ pub const TENANTS_MANAGE: Rule = Rule {
 /// Every protected route and its rule (public routes: health, metrics, JWKS, login).
 pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("POST", "/v1/jobs", &JOBS_SUBMIT),
+    ("GET", "/v1/jobs", &JOBS_READ),
     ("GET", "/v1/jobs/{id}", &JOBS_READ),
     ("GET", "/v1/jobs/{id}/results", &JOBS_READ),
     ("POST", "/v1/auth/token", &TOKEN_EXCHANGE),
@@ -77,6 +90,9 @@ pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("GET", "/v1/users", &USERS_MANAGE),
     ("PATCH", "/v1/users/{id}", &USERS_MANAGE),
     ("DELETE", "/v1/users/{id}", &USERS_MANAGE),
+    ("GET", "/v1/audit", &AUDIT_READ),
+    ("GET", "/v1/tenant", &TENANT_SETTINGS),
+    ("PATCH", "/v1/tenant", &TENANT_SETTINGS),
     ("POST", "/v1/tenants", &TENANTS_MANAGE),
     ("GET", "/v1/tenants", &TENANTS_MANAGE),
     ("PATCH", "/v1/tenants/{id}", &TENANTS_MANAGE),

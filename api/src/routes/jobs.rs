@@ -3,7 +3,7 @@
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Path, State},
+    extract::{Path, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -12,6 +12,7 @@ use futures_util::stream;
 use gatehouse_common::types::{JobId, JobKind};
 use serde::Deserialize;
 
+use super::{Page, PageQuery};
 use crate::{
     auth::Principal,
     error::ApiError,
@@ -23,7 +24,7 @@ use crate::{
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/v1/jobs", post(create))
+        .route("/v1/jobs", post(create).get(list))
         .route("/v1/jobs/{id}", get(show))
         .route("/v1/jobs/{id}/results", get(results))
 }
@@ -206,6 +207,26 @@ fn validate_items(
         texts.push(item.text);
     }
     Ok((custom_ids, texts))
+}
+
+/// `GET /v1/jobs`: newest first; admins see every job of the tenant, others their own.
+async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<jobs::Job>>, ApiError> {
+    principal.require(&policy::JOBS_READ)?;
+    let limit = page.limit()?;
+    let owner = (!principal.sees_all_jobs()).then(|| principal.actor());
+    let list = jobs::list(
+        &state.pool,
+        principal.tenant()?,
+        owner.as_deref(),
+        page.after::<JobId>()?,
+        limit,
+    )
+    .await?;
+    Ok(Json(Page::new(list, limit, |j| j.id.to_string())))
 }
 
 fn parse_id(raw: &str) -> Result<JobId, ApiError> {

@@ -1,6 +1,7 @@
 //! Every route, one module per resource, merged here. Each handler names its rule from
 //! `crate::policy`.
 
+pub mod audit;
 pub mod auth;
 pub mod health;
 pub mod jobs;
@@ -21,6 +22,7 @@ pub fn router() -> Router<AppState> {
         .merge(keys::router())
         .merge(users::router())
         .merge(tenants::router())
+        .merge(audit::router())
 }
 
 /// `?limit=&after=`: keyset pagination over time-ordered ids.

@@ -7,7 +7,10 @@ use axum::{
     http::StatusCode,
     routing::{get, patch},
 };
-use gatehouse_common::types::{SCOPES, TenantId};
+use gatehouse_common::{
+    db::Scope,
+    types::{SCOPES, TenantId},
+};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -25,6 +28,67 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants", get(list).post(create))
         .route("/v1/tenants/{id}", patch(update))
+        .route("/v1/tenant", get(own).patch(update_own))
+}
+
+/// A tenant admin's view of its own tenant.
+async fn own(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Tenant>, ApiError> {
+    principal.require(&policy::TENANT_SETTINGS)?;
+    tenants::get(&state.pool, principal.tenant()?)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+#[derive(Deserialize)]
+struct UpdateOwnTenant {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    ip_allowlist: Option<Vec<String>>,
+}
+
+/// A tenant admin changes its tenant's settings: name and IP allowlist. Scopes and the enabled
+/// flag stay with the platform operators.
+async fn update_own(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<UpdateOwnTenant>,
+) -> Result<Json<Tenant>, ApiError> {
+    principal.require(&policy::TENANT_SETTINGS)?;
+    let id = principal.tenant()?;
+    if let Some(name) = &body.name
+        && (name.trim().is_empty() || name.chars().count() > 200)
+    {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    let changes = TenantChanges {
+        name: body.name.map(|n| n.trim().to_string()),
+        ip_allowlist: body
+            .ip_allowlist
+            .as_deref()
+            .map(parse_allowlist)
+            .transpose()?,
+        ..TenantChanges::default()
+    };
+    tenants::update(
+        &state.pool,
+        id,
+        &changes,
+        &principal.actor(),
+        Some(principal.client_ip),
+        Scope::Tenant(id),
+    )
+    .await?
+    .map(Json)
+    .ok_or(ApiError::NotFound)
 }
 
 fn all_scopes() -> Vec<String> {
@@ -173,6 +237,7 @@ async fn update(
         &changes,
         &principal.actor(),
         Some(principal.client_ip),
+        Scope::Platform,
     )
     .await?
     .map(Json)

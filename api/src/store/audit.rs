@@ -42,3 +42,45 @@ pub async fn record_outcome(
     .await?;
     Ok(())
 }
+
+/// One audit record as the API shows it.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct AuditRecord {
+    #[serde(rename = "id")]
+    pub audit_id: i64,
+    pub actor: String,
+    pub action: String,
+    pub outcome: String,
+    pub client_ip: Option<ipnet::IpNet>,
+    pub job_id: Option<gatehouse_common::types::JobId>,
+    pub chunk_index: Option<i32>,
+    pub details: serde_json::Value,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The tenant's audit records, newest first, before the cursor.
+pub async fn list(
+    pool: &sqlx::PgPool,
+    tenant: TenantId,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<AuditRecord>, sqlx::Error> {
+    let mut tx =
+        gatehouse_common::db::begin(pool, gatehouse_common::db::Scope::Tenant(tenant)).await?;
+    let records = sqlx::query_as(
+        r"
+        SELECT audit_id, actor, action, outcome, client_ip, job_id, chunk_index, details, created_at
+        FROM audit_events
+        WHERE tenant_id = $1 AND ($2::int8 IS NULL OR audit_id < $2)
+        ORDER BY audit_id DESC
+        LIMIT $3
+        ",
+    )
+    .bind(tenant)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(records)
+}

@@ -245,3 +245,31 @@ pub async fn results_page(
     tx.commit().await?;
     Ok(lines)
 }
+
+/// The tenant's jobs, newest first (`created_by`: only that principal's), after the cursor.
+pub async fn list(
+    pool: &PgPool,
+    tenant: TenantId,
+    created_by: Option<&str>,
+    before: Option<JobId>,
+    limit: i64,
+) -> Result<Vec<Job>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let rows: Vec<JobRow> = sqlx::query_as(&format!(
+        r"
+        SELECT {JOB_COLUMNS} FROM jobs
+        WHERE tenant_id = $1 AND ($2::text IS NULL OR created_by = $2)
+          AND ($3::uuid IS NULL OR job_id < $3)
+        ORDER BY job_id DESC
+        LIMIT $4
+        "
+    ))
+    .bind(tenant)
+    .bind(created_by)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.into_iter().map(Job::try_from).collect()
+}

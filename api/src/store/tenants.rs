@@ -132,14 +132,16 @@ pub struct TenantChanges {
 }
 
 /// Applies `changes`; keys keep only the scopes the tenant still grants (checked at use).
+/// Operators change any tenant (`Scope::Platform`); a tenant admin only its own.
 pub async fn update(
     pool: &PgPool,
     id: TenantId,
     changes: &TenantChanges,
     actor: &str,
     client_ip: Option<std::net::IpAddr>,
+    scope: Scope,
 ) -> Result<Option<Tenant>, sqlx::Error> {
-    let mut tx = db::begin(pool, Scope::Platform).await?;
+    let mut tx = db::begin(pool, scope).await?;
     let tenant: Option<Tenant> = sqlx::query_as(&format!(
         r"
         UPDATE tenants SET

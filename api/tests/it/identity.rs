@@ -855,3 +855,128 @@ async fn operators_manage_tenants_and_allowlists_hold() {
     }
     h.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_audit_and_tenant_settings() {
+    let h = Harness::new(&[], false).await;
+    let tenant = h.tenant_id().await;
+    new_user(&h.state, Some(tenant), "alice", Role::Admin).await;
+    new_user(&h.state, Some(tenant), "bob", Role::Reviewer).await;
+    let admin = h.login(Some("acme"), "alice").await;
+    let reviewer = h.login(Some("acme"), "bob").await;
+    let body = json!({"kind": "moderate", "items": [{"text": "hello"}]});
+    let mine = h
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(&reviewer),
+            Some(body.clone()),
+        )
+        .await
+        .json()["id"]
+        .clone();
+    let keys_job = h
+        .call(Method::POST, "/v1/jobs", Some(&h.key), Some(body))
+        .await
+        .json()["id"]
+        .clone();
+
+    let ids = |reply: Reply| -> Vec<Value> {
+        reply.json()["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|j| j["id"].clone())
+            .collect()
+    };
+    // Reviewers see their own history; admins see the tenant's, newest first.
+    assert_eq!(
+        ids(h.call(Method::GET, "/v1/jobs", Some(&reviewer), None).await),
+        vec![mine.clone()]
+    );
+    assert_eq!(
+        ids(h.call(Method::GET, "/v1/jobs", Some(&admin), None).await),
+        vec![keys_job.clone(), mine.clone()]
+    );
+    let first = h
+        .call(Method::GET, "/v1/jobs?limit=1", Some(&admin), None)
+        .await
+        .json();
+    let next = first["next_after"].as_str().expect("cursor");
+    assert_eq!(
+        ids(h
+            .call(
+                Method::GET,
+                &format!("/v1/jobs?limit=1&after={next}"),
+                Some(&admin),
+                None
+            )
+            .await),
+        vec![mine]
+    );
+
+    // Admins read the tenant's audit trail, identity events included; nothing of another tenant.
+    let (_, other_key) = new_tenant(&h.state, "globex").await;
+    assert_eq!(
+        h.call(Method::GET, "/v1/me", Some(&other_key), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let audit = h
+        .call(Method::GET, "/v1/audit?limit=200", Some(&admin), None)
+        .await
+        .json();
+    let actions: Vec<&str> = audit["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(
+        actions.contains(&"job.created")
+            && actions.contains(&"login.succeeded")
+            && actions.contains(&"user.created"),
+        "{actions:?}"
+    );
+    assert!(
+        !actions.contains(&"tenant.created")
+            || audit["data"]
+                .as_array()
+                .expect("data")
+                .iter()
+                .all(|e| e["details"]["slug"] != "globex")
+    );
+
+    // Admins change their own tenant's name and allowlist, not its scopes.
+    let reply = h
+        .call(
+            Method::PATCH,
+            "/v1/tenant",
+            Some(&admin),
+            Some(json!({"name": "Acme Renamed", "ip_allowlist": ["127.0.0.0/8"]})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["name"], "Acme Renamed");
+    assert_eq!(reply.json()["ip_allowlist"], json!(["127.0.0.0/8"]));
+    let before = h
+        .call(Method::GET, "/v1/tenant", Some(&admin), None)
+        .await
+        .json()["scopes"]
+        .clone();
+    h.call(
+        Method::PATCH,
+        "/v1/tenant",
+        Some(&admin),
+        Some(json!({"scopes": ["moderate", "translate"]})),
+    )
+    .await;
+    assert_eq!(
+        h.call(Method::GET, "/v1/tenant", Some(&admin), None)
+            .await
+            .json()["scopes"],
+        before
+    );
+    h.teardown().await;
+}

@@ -1,0 +1,599 @@
+//! `docs/AUTHORIZATION.md`, cell by cell: every principal sends a real request to every route
+//! of the "Routes" table, and the outcome is checked against the matrix below, written out
+//! here independently of `api/src/policy.rs`. Then the "own jobs" rule (a job the principal
+//! may not see is a 404, never a 403) and the scope rule.
+
+use std::cell::Cell;
+
+use axum::http::{Method, StatusCode};
+use gatehouse_common::types::{Role, TenantId, UserId};
+use serde_json::{Value, json};
+
+use crate::support::{Harness, PASSWORD, Reply, new_key, new_tenant, new_user};
+
+/// The columns of the table, in its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Operator,
+    Admin,
+    Reviewer,
+    Guest,
+    Key,
+    KeyToken,
+    Anonymous,
+}
+
+const COLUMNS: [Who; 7] = [
+    Who::Operator,
+    Who::Admin,
+    Who::Reviewer,
+    Who::Guest,
+    Who::Key,
+    Who::KeyToken,
+    Who::Anonymous,
+];
+
+/// A cell: ✅ allowed, ⛔ 403, 🔒 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// ✅ — neither 401 nor 403 (with the bodies sent here: a 2xx).
+    Allowed,
+    /// ⛔ — 403, `application/problem+json`.
+    Forbidden,
+    /// 🔒 — 401 with a `WWW-Authenticate: Bearer…` challenge.
+    Unauthenticated,
+}
+
+/// Short names so the matrix reads like the markdown table.
+const Y: Expect = Expect::Allowed;
+const F: Expect = Expect::Forbidden;
+const U: Expect = Expect::Unauthenticated;
+
+/// Every route of the table, each one separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Healthz,
+    Readyz,
+    Metrics,
+    Jwks,
+    Login,
+    Token,
+    Me,
+    SubmitJob,
+    ListJobs,
+    ShowJob,
+    JobResults,
+    CreateKey,
+    ListKeys,
+    RotateKey,
+    RevokeKey,
+    CreateUser,
+    ListUsers,
+    UpdateUser,
+    DeleteUser,
+    CreateTenant,
+    ListTenants,
+    UpdateTenant,
+    ReadAudit,
+    ShowOwnTenant,
+    UpdateOwnTenant,
+}
+
+use Route::*;
+
+/// The "Routes" table of `docs/AUTHORIZATION.md`, row by row, in its column order:
+/// operator, admin, reviewer, guest, key, key token, anonymous.
+#[rustfmt::skip]
+const MATRIX: &[(&[Route], [Expect; 7])] = &[
+    //                                                 oper adm rev guest key ktok anon
+    (&[Healthz, Readyz, Metrics],                     [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
+    (&[Jwks],                                         [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
+    (&[Login],                                        [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
+    (&[Token],                                        [F,   F,  F,  F,    Y,  F,   U]),
+    (&[Me],                                           [Y,   Y,  Y,  Y,    Y,  Y,   U]),
+    (&[SubmitJob],                                    [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[ListJobs, ShowJob, JobResults],                [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[CreateKey, ListKeys],                          [F,   Y,  F,  F,    F,  F,   U]),
+    (&[RotateKey, RevokeKey],                         [F,   Y,  F,  F,    F,  F,   U]),
+    (&[CreateUser, ListUsers],                        [F,   Y,  F,  F,    F,  F,   U]),
+    (&[UpdateUser, DeleteUser],                       [F,   Y,  F,  F,    F,  F,   U]),
+    (&[ReadAudit],                                    [F,   Y,  F,  F,    F,  F,   U]),
+    (&[ShowOwnTenant, UpdateOwnTenant],               [F,   Y,  F,  F,    F,  F,   U]),
+    (&[CreateTenant, ListTenants, UpdateTenant],      [Y,   F,  F,  F,    F,  F,   U]),
+];
+
+/// One request: method, path, JSON body.
+struct Req {
+    method: Method,
+    uri: String,
+    body: Option<Value>,
+}
+
+impl Req {
+    fn new(method: Method, uri: impl Into<String>, body: Option<Value>) -> Self {
+        Self {
+            method,
+            uri: uri.into(),
+            body,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("{} {}", self.method, self.uri)
+    }
+}
+
+/// The `key_…` id of an API key (`ghk_<id hex>_<secret hex>`).
+fn key_id(key: &str) -> String {
+    let hex = key
+        .strip_prefix("ghk_")
+        .and_then(|rest| rest.split('_').next())
+        .expect("key shape ghk_<id>_<secret>");
+    format!("key_{hex}")
+}
+
+/// Everything the requests need: the principals' bearers, their jobs, and throwaway targets.
+struct World {
+    h: Harness,
+    acme: TenantId,
+    /// Bearer per column, in [`COLUMNS`] order (`None` for anonymous).
+    bearers: [Option<String>; 7],
+    /// A job submitted by the reviewer.
+    reviewer_job: String,
+    /// A job submitted by the key.
+    key_job: String,
+    /// A user every `PATCH /v1/users/{id}` re-enables (idempotent).
+    patch_user: UserId,
+    /// A tenant every `PATCH /v1/tenants/{id}` renames (never acme).
+    patch_tenant: TenantId,
+    /// For unique names.
+    seq: Cell<u32>,
+}
+
+impl World {
+    fn bearer(&self, who: Who) -> Option<&str> {
+        let i = COLUMNS.iter().position(|c| *c == who).expect("column");
+        self.bearers[i].as_deref()
+    }
+
+    fn unique(&self, what: &str) -> String {
+        let n = self.seq.get() + 1;
+        self.seq.set(n);
+        format!("{what}-{n}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    /// The job `who` reads in the matrix: its own where it has one (the admin reads the
+    /// reviewer's, to show "any of the tenant's"); the key's for everyone else.
+    fn job_for(&self, who: Who) -> &str {
+        match who {
+            Who::Admin | Who::Reviewer => &self.reviewer_job,
+            _ => &self.key_job,
+        }
+    }
+
+    /// A sensible request for `route` by `who`; mutating routes get fresh throwaway targets.
+    async fn request(&self, route: Route, who: Who) -> Req {
+        match route {
+            Healthz => Req::new(Method::GET, "/healthz", None),
+            Readyz => Req::new(Method::GET, "/readyz", None),
+            Metrics => Req::new(Method::GET, "/metrics", None),
+            Jwks => Req::new(Method::GET, "/.well-known/jwks.json", None),
+            Login => Req::new(
+                Method::POST,
+                "/v1/auth/login",
+                Some(json!({"tenant": "acme", "username": "gina", "password": PASSWORD})),
+            ),
+            Token => Req::new(Method::POST, "/v1/auth/token", None),
+            Me => Req::new(Method::GET, "/v1/me", None),
+            SubmitJob => Req::new(
+                Method::POST,
+                "/v1/jobs",
+                Some(json!({"kind": "moderate", "items": [{"text": "hi"}]})),
+            ),
+            ListJobs => Req::new(Method::GET, "/v1/jobs", None),
+            ReadAudit => Req::new(Method::GET, "/v1/audit", None),
+            ShowOwnTenant => Req::new(Method::GET, "/v1/tenant", None),
+            UpdateOwnTenant => Req::new(
+                Method::PATCH,
+                "/v1/tenant",
+                Some(json!({"name": self.unique("Acme")})),
+            ),
+            ShowJob => Req::new(Method::GET, format!("/v1/jobs/{}", self.job_for(who)), None),
+            JobResults => Req::new(
+                Method::GET,
+                format!("/v1/jobs/{}/results", self.job_for(who)),
+                None,
+            ),
+            CreateKey => Req::new(
+                Method::POST,
+                "/v1/keys",
+                Some(json!({"name": self.unique("key"), "scopes": ["moderate"]})),
+            ),
+            ListKeys => Req::new(Method::GET, "/v1/keys", None),
+            RotateKey => {
+                let key = new_key(&self.h.state, self.acme, &["moderate"]).await;
+                Req::new(
+                    Method::POST,
+                    format!("/v1/keys/{}/rotate", key_id(&key)),
+                    None,
+                )
+            }
+            RevokeKey => {
+                let key = new_key(&self.h.state, self.acme, &["moderate"]).await;
+                Req::new(Method::DELETE, format!("/v1/keys/{}", key_id(&key)), None)
+            }
+            CreateUser => Req::new(
+                Method::POST,
+                "/v1/users",
+                Some(json!({
+                    "username": self.unique("user"),
+                    "password": "a long enough password",
+                    "role": "reviewer",
+                })),
+            ),
+            ListUsers => Req::new(Method::GET, "/v1/users", None),
+            UpdateUser => Req::new(
+                Method::PATCH,
+                format!("/v1/users/{}", self.patch_user),
+                Some(json!({"enabled": true})),
+            ),
+            DeleteUser => {
+                let name = self.unique("doomed");
+                let id = new_user(&self.h.state, Some(self.acme), &name, Role::Reviewer).await;
+                Req::new(Method::DELETE, format!("/v1/users/{id}"), None)
+            }
+            CreateTenant => {
+                let slug = self.unique("tenant");
+                Req::new(
+                    Method::POST,
+                    "/v1/tenants",
+                    Some(json!({"name": format!("Tenant {slug}"), "slug": slug})),
+                )
+            }
+            ListTenants => Req::new(Method::GET, "/v1/tenants", None),
+            UpdateTenant => Req::new(
+                Method::PATCH,
+                format!("/v1/tenants/{}", self.patch_tenant),
+                Some(json!({"name": self.unique("renamed")})),
+            ),
+        }
+    }
+
+    /// The same request aimed at an id that does not exist, for routes that take one: a 403
+    /// must not depend on the id.
+    fn with_unknown_id(route: Route) -> Option<Req> {
+        const NONE: &str = "00000000000000000000000000000000";
+        Some(match route {
+            ShowJob => Req::new(Method::GET, format!("/v1/jobs/job_{NONE}"), None),
+            JobResults => Req::new(Method::GET, format!("/v1/jobs/job_{NONE}/results"), None),
+            RotateKey => Req::new(Method::POST, format!("/v1/keys/key_{NONE}/rotate"), None),
+            RevokeKey => Req::new(Method::DELETE, format!("/v1/keys/key_{NONE}"), None),
+            UpdateUser => Req::new(
+                Method::PATCH,
+                format!("/v1/users/usr_{NONE}"),
+                Some(json!({"enabled": true})),
+            ),
+            DeleteUser => Req::new(Method::DELETE, format!("/v1/users/usr_{NONE}"), None),
+            UpdateTenant => Req::new(
+                Method::PATCH,
+                format!("/v1/tenants/ten_{NONE}"),
+                Some(json!({"name": "x"})),
+            ),
+            _ => return None,
+        })
+    }
+
+    async fn send(&self, req: Req, who: Who) -> Reply {
+        self.h
+            .call(req.method, &req.uri, self.bearer(who), req.body)
+            .await
+    }
+}
+
+fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
+    reply
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+/// `None` when `reply` is what `expect` says; otherwise why not.
+fn mismatch(reply: &Reply, expect: Expect) -> Option<String> {
+    let body = || {
+        String::from_utf8_lossy(&reply.body)
+            .chars()
+            .take(300)
+            .collect::<String>()
+    };
+    match expect {
+        Expect::Allowed => {
+            if reply.status == StatusCode::UNAUTHORIZED || reply.status == StatusCode::FORBIDDEN {
+                Some(format!("expected ✅, got {}: {}", reply.status, body()))
+            } else if !reply.status.is_success() {
+                Some(format!(
+                    "✅ and authorized, but {} (bad fixture or body?): {}",
+                    reply.status,
+                    body()
+                ))
+            } else {
+                None
+            }
+        }
+        Expect::Forbidden => {
+            if reply.status != StatusCode::FORBIDDEN {
+                Some(format!("expected ⛔ 403, got {}: {}", reply.status, body()))
+            } else if reply.content_type() != "application/problem+json" {
+                Some(format!("403 with content-type `{}`", reply.content_type()))
+            } else {
+                None
+            }
+        }
+        Expect::Unauthenticated => {
+            let challenge = header(reply, "www-authenticate");
+            if reply.status != StatusCode::UNAUTHORIZED {
+                Some(format!("expected 🔒 401, got {}: {}", reply.status, body()))
+            } else if !challenge.starts_with("Bearer") {
+                Some(format!("401 with WWW-Authenticate `{challenge}`"))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Builds acme's principals, an operator, and the jobs and targets the requests need.
+async fn world() -> World {
+    let h = Harness::new(&[], false).await;
+    let acme = h.tenant_id().await;
+    new_user(&h.state, None, "root", Role::Superadmin).await;
+    new_user(&h.state, Some(acme), "alice", Role::Admin).await;
+    new_user(&h.state, Some(acme), "bob", Role::Reviewer).await;
+    new_user(&h.state, Some(acme), "gina", Role::Guest).await;
+    let operator = h.login(None, "root").await;
+    let admin = h.login(Some("acme"), "alice").await;
+    let reviewer = h.login(Some("acme"), "bob").await;
+    let guest = h.login(Some("acme"), "gina").await;
+    let key_token = h.exchange(&h.key).await;
+    let bearers = [
+        Some(operator),
+        Some(admin),
+        Some(reviewer.clone()),
+        Some(guest),
+        Some(h.key.clone()),
+        Some(key_token),
+        None,
+    ];
+    let reviewer_job = submit(&h, &reviewer).await;
+    let key_job = h.submit(&["hello".to_string()]).await;
+    let patch_user = new_user(&h.state, Some(acme), "patched", Role::Reviewer).await;
+    let (patch_tenant, _) = new_tenant(&h.state, "renamed-tenant").await;
+    World {
+        h,
+        acme,
+        bearers,
+        reviewer_job,
+        key_job,
+        patch_user,
+        patch_tenant,
+        seq: Cell::new(0),
+    }
+}
+
+/// `POST /v1/jobs` as `bearer`; the job id.
+async fn submit(h: &Harness, bearer: &str) -> String {
+    let reply = h
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(bearer),
+            Some(json!({"kind": "moderate", "items": [{"text": "hi"}]})),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::ACCEPTED,
+        "submit: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["id"].as_str().expect("job id").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cell_of_the_routes_table() {
+    let w = world().await;
+
+    // The matrix covers every route exactly once.
+    let covered: Vec<Route> = MATRIX.iter().flat_map(|(r, _)| r.iter().copied()).collect();
+    assert_eq!(covered.len(), 25, "every route of the table, once");
+
+    let mut failures = Vec::new();
+    let mut cells = 0;
+    for (routes, row) in MATRIX {
+        for &route in *routes {
+            for (&who, &expect) in COLUMNS.iter().zip(row.iter()) {
+                let req = w.request(route, who).await;
+                let what = format!("{route:?} ({}) as {who:?}", req.describe());
+                let reply = w.send(req, who).await;
+                cells += 1;
+                if let Some(why) = mismatch(&reply, expect) {
+                    failures.push(format!("{what}: {why}"));
+                }
+                // A 403 depends only on the route and the principal, never on the id.
+                if expect == Expect::Forbidden
+                    && let Some(req) = World::with_unknown_id(route)
+                {
+                    let what = format!("{route:?} ({}) as {who:?}", req.describe());
+                    let reply = w.send(req, who).await;
+                    if let Some(why) = mismatch(&reply, expect) {
+                        failures.push(format!("{what} (unknown id): {why}"));
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(cells, 25 * 7);
+
+    // The principals survived their own ✅ cells (throwaway targets only).
+    for who in COLUMNS.iter().copied().filter(|w| *w != Who::Anonymous) {
+        let reply = w.send(Req::new(Method::GET, "/v1/me", None), who).await;
+        if reply.status != StatusCode::OK {
+            failures.push(format!(
+                "{who:?} no longer works after the matrix: {}",
+                reply.status
+            ));
+        }
+    }
+
+    let World { h, .. } = w;
+    h.teardown().await;
+    assert!(
+        failures.is_empty(),
+        "{} of {cells} cells differ from docs/AUTHORIZATION.md:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_visible_to_their_owner_and_admins_and_404_to_everyone_else() {
+    let h = Harness::new(&[], false).await;
+    let acme = h.tenant_id().await;
+    new_user(&h.state, Some(acme), "alice", Role::Admin).await;
+    new_user(&h.state, Some(acme), "bob", Role::Reviewer).await;
+    new_user(&h.state, Some(acme), "carol", Role::Reviewer).await;
+    let (globex, globex_key) = new_tenant(&h.state, "globex").await;
+    new_user(&h.state, Some(globex), "oscar", Role::Admin).await;
+
+    let admin = h.login(Some("acme"), "alice").await;
+    let reviewer = h.login(Some("acme"), "bob").await;
+    let other_reviewer = h.login(Some("acme"), "carol").await;
+    let key = h.key.clone();
+    let key_token = h.exchange(&h.key).await;
+    let other_admin = h.login(Some("globex"), "oscar").await;
+
+    let by_reviewer = submit(&h, &reviewer).await;
+    let by_other_reviewer = submit(&h, &other_reviewer).await;
+    let by_key = h.submit(&["hello".to_string()]).await;
+    let by_key_token = submit(&h, &key_token).await;
+
+    const OK: StatusCode = StatusCode::OK;
+    const NOT_FOUND: StatusCode = StatusCode::NOT_FOUND;
+    let cases: &[(&str, &str, &str, &str, StatusCode)] = &[
+        // (reader, bearer, job's submitter, job, status)
+        ("admin", &admin, "reviewer", &by_reviewer, OK),
+        ("admin", &admin, "other reviewer", &by_other_reviewer, OK),
+        ("admin", &admin, "key", &by_key, OK),
+        ("admin", &admin, "key token", &by_key_token, OK),
+        ("reviewer", &reviewer, "reviewer", &by_reviewer, OK),
+        ("reviewer", &reviewer, "key", &by_key, NOT_FOUND),
+        (
+            "reviewer",
+            &reviewer,
+            "other reviewer",
+            &by_other_reviewer,
+            NOT_FOUND,
+        ),
+        ("key", &key, "key", &by_key, OK),
+        ("key", &key, "key token", &by_key_token, OK),
+        ("key", &key, "reviewer", &by_reviewer, NOT_FOUND),
+        ("key token", &key_token, "key", &by_key, OK),
+        ("key token", &key_token, "key token", &by_key_token, OK),
+        ("key token", &key_token, "reviewer", &by_reviewer, NOT_FOUND),
+        (
+            "other tenant's admin",
+            &other_admin,
+            "reviewer",
+            &by_reviewer,
+            NOT_FOUND,
+        ),
+        (
+            "other tenant's admin",
+            &other_admin,
+            "other reviewer",
+            &by_other_reviewer,
+            NOT_FOUND,
+        ),
+        (
+            "other tenant's admin",
+            &other_admin,
+            "key",
+            &by_key,
+            NOT_FOUND,
+        ),
+        (
+            "other tenant's admin",
+            &other_admin,
+            "key token",
+            &by_key_token,
+            NOT_FOUND,
+        ),
+        (
+            "other tenant's key",
+            &globex_key,
+            "reviewer",
+            &by_reviewer,
+            NOT_FOUND,
+        ),
+        ("other tenant's key", &globex_key, "key", &by_key, NOT_FOUND),
+    ];
+
+    let mut failures = Vec::new();
+    for &(reader, bearer, submitter, job, want) in cases {
+        for uri in [format!("/v1/jobs/{job}"), format!("/v1/jobs/{job}/results")] {
+            let reply = h.call(Method::GET, &uri, Some(bearer), None).await;
+            let what = format!("GET {uri} (submitted by the {submitter}) as the {reader}");
+            if reply.status != want {
+                failures.push(format!(
+                    "{what}: expected {want}, got {}: {}",
+                    reply.status,
+                    String::from_utf8_lossy(&reply.body)
+                ));
+            } else if want == NOT_FOUND && reply.content_type() != "application/problem+json" {
+                failures.push(format!("{what}: 404 as `{}`", reply.content_type()));
+            }
+        }
+    }
+
+    h.teardown().await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitting_needs_the_kinds_scope() {
+    let h = Harness::new(&[], false).await;
+    let acme = h.tenant_id().await;
+    // A key without `moderate`: its own scopes, and the token derived from it.
+    let unscoped = new_key(&h.state, acme, &["translate"]).await;
+    let unscoped_token = h.exchange(&unscoped).await;
+    let body = json!({"kind": "moderate", "items": [{"text": "hi"}]});
+
+    for (what, bearer) in [("key", &unscoped), ("key token", &unscoped_token)] {
+        let reply = h
+            .call(Method::POST, "/v1/jobs", Some(bearer), Some(body.clone()))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "POST /v1/jobs (moderate) as a {what} without the `moderate` scope: {}",
+            String::from_utf8_lossy(&reply.body)
+        );
+        assert_eq!(
+            reply.content_type(),
+            "application/problem+json",
+            "POST /v1/jobs as a {what} without the `moderate` scope"
+        );
+    }
+
+    // The same request with a key that holds the scope is accepted.
+    let reply = h
+        .call(Method::POST, "/v1/jobs", Some(&h.key), Some(body))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::ACCEPTED,
+        "POST /v1/jobs as a scoped key"
+    );
+
+    h.teardown().await;
+}
