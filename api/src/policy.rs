@@ -7,6 +7,7 @@ use gatehouse_common::types::Role;
 use crate::{
     auth::{Principal, Via},
     error::ApiError,
+    store::jobs::Visibility,
 };
 
 /// Who may use a route: the roles, and whether only an API key itself (not a token) will do.
@@ -25,10 +26,23 @@ pub const JOBS_SUBMIT: Rule = Rule {
     roles: &[Admin, Reviewer, Service],
     api_key_only: false,
 };
-/// Read a job and its results: admins any of the tenant's, reviewers and keys their own.
+/// Read jobs and results: admins any of the tenant's, reviewers and keys their own and the
+/// shared ones, guests the shared ones.
 pub const JOBS_READ: Rule = Rule {
     name: "jobs.read",
+    roles: &[Admin, Reviewer, Guest, Service],
+    api_key_only: false,
+};
+/// Share a job with the tenant: its owner, or an admin.
+pub const JOBS_SHARE: Rule = Rule {
+    name: "jobs.share",
     roles: &[Admin, Reviewer, Service],
+    api_key_only: false,
+};
+/// Example inputs for the console.
+pub const EXAMPLES: Rule = Rule {
+    name: "examples",
+    roles: &[Admin, Reviewer, Guest, Service],
     api_key_only: false,
 };
 /// Exchange an API key for a short-lived token.
@@ -80,6 +94,8 @@ pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("GET", "/v1/jobs", &JOBS_READ),
     ("GET", "/v1/jobs/{id}", &JOBS_READ),
     ("GET", "/v1/jobs/{id}/results", &JOBS_READ),
+    ("POST", "/v1/jobs/{id}/share", &JOBS_SHARE),
+    ("GET", "/v1/examples", &EXAMPLES),
     ("POST", "/v1/auth/token", &TOKEN_EXCHANGE),
     ("GET", "/v1/me", &ME),
     ("POST", "/v1/keys", &KEYS_MANAGE),
@@ -121,8 +137,20 @@ impl Principal {
         }
     }
 
-    /// Whether this principal sees every job of its tenant (admins) or only its own.
-    pub fn sees_all_jobs(&self) -> bool {
-        self.role == Admin
+    /// Which of its tenant's jobs this principal may read; `actor` is [`Principal::actor`].
+    pub fn job_visibility<'a>(&self, actor: &'a str) -> Visibility<'a> {
+        match self.role {
+            Admin => Visibility::All,
+            Guest => Visibility::Shared,
+            _ => Visibility::OwnOrShared(actor),
+        }
+    }
+
+    /// Which jobs this principal may share or unshare: admins any, others their own.
+    pub fn job_management<'a>(&self, actor: &'a str) -> Visibility<'a> {
+        match self.role {
+            Admin => Visibility::All,
+            _ => Visibility::OwnOrShared(actor),
+        }
     }
 }

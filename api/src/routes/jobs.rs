@@ -27,6 +27,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs", post(create).get(list))
         .route("/v1/jobs/{id}", get(show))
         .route("/v1/jobs/{id}/results", get(results))
+        .route("/v1/jobs/{id}/share", post(share))
+        .route("/v1/examples", get(examples))
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,10 +135,15 @@ async fn visible_job(
 ) -> Result<jobs::Job, ApiError> {
     principal.require(&policy::JOBS_READ)?;
     let id = parse_id(id)?;
-    let owner = (!principal.sees_all_jobs()).then(|| principal.actor());
-    jobs::get(&state.pool, principal.tenant()?, id, owner.as_deref())
-        .await?
-        .ok_or(ApiError::NotFound)
+    let actor = principal.actor();
+    jobs::get(
+        &state.pool,
+        principal.tenant()?,
+        id,
+        principal.job_visibility(&actor),
+    )
+    .await?
+    .ok_or(ApiError::NotFound)
 }
 
 /// Checks every limit; returns `(custom_ids, texts)`.
@@ -217,16 +224,56 @@ async fn list(
 ) -> Result<Json<Page<jobs::Job>>, ApiError> {
     principal.require(&policy::JOBS_READ)?;
     let limit = page.limit()?;
-    let owner = (!principal.sees_all_jobs()).then(|| principal.actor());
+    let actor = principal.actor();
     let list = jobs::list(
         &state.pool,
         principal.tenant()?,
-        owner.as_deref(),
+        principal.job_visibility(&actor),
         page.after::<JobId>()?,
         limit,
     )
     .await?;
     Ok(Json(Page::new(list, limit, |j| j.id.to_string())))
+}
+
+#[derive(Debug, Deserialize)]
+struct Share {
+    shared: bool,
+}
+
+/// `POST /v1/jobs/{id}/share` `{"shared": true|false}`: its owner or an admin shares a job with
+/// the tenant (guests read shared jobs only).
+async fn share(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Share>,
+) -> Result<Json<jobs::Job>, ApiError> {
+    principal.require(&policy::JOBS_SHARE)?;
+    let id = parse_id(&id)?;
+    let actor = principal.actor();
+    jobs::set_shared(
+        &state.pool,
+        principal.tenant()?,
+        id,
+        body.shared,
+        principal.job_management(&actor),
+        &actor,
+        Some(principal.client_ip),
+    )
+    .await?
+    .map(Json)
+    .ok_or(ApiError::NotFound)
+}
+
+/// Example inputs per job kind, for the console and for trying the api.
+const MODERATION_EXAMPLES: &str = include_str!("../../../samples/moderation.json");
+
+async fn examples(principal: Principal) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require(&policy::EXAMPLES)?;
+    let moderate: serde_json::Value = serde_json::from_str(MODERATION_EXAMPLES)
+        .map_err(|e| ApiError::Internal(format!("bundled examples: {e}")))?;
+    Ok(Json(serde_json::json!({ "moderate": moderate["items"] })))
 }
 
 fn parse_id(raw: &str) -> Result<JobId, ApiError> {

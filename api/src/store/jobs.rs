@@ -22,6 +22,8 @@ pub struct Job {
     pub id: JobId,
     pub kind: JobKind,
     pub status: JobStatus,
+    /// Shared with the whole tenant (guests may read it).
+    pub shared: bool,
     pub counts: Counts,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
@@ -32,6 +34,7 @@ struct JobRow {
     job_id: JobId,
     kind: String,
     status: String,
+    shared: bool,
     total: i32,
     succeeded: i32,
     failed: i32,
@@ -47,6 +50,7 @@ impl TryFrom<JobRow> for Job {
             id: row.job_id,
             kind: row.kind.parse().map_err(decode)?,
             status: row.status.parse().map_err(decode)?,
+            shared: row.shared,
             counts: Counts {
                 total: row.total,
                 succeeded: row.succeeded,
@@ -59,7 +63,36 @@ impl TryFrom<JobRow> for Job {
 }
 
 const JOB_COLUMNS: &str =
-    "job_id, kind, status, total, succeeded, failed, created_at, completed_at";
+    "job_id, kind, status, shared, total, succeeded, failed, created_at, completed_at";
+
+/// Which of a tenant's jobs a principal may see.
+#[derive(Debug, Clone, Copy)]
+pub enum Visibility<'a> {
+    /// Every job of the tenant (admins).
+    All,
+    /// Jobs submitted by this principal, and shared ones (reviewers, keys).
+    OwnOrShared(&'a str),
+    /// Shared jobs only (guests).
+    Shared,
+}
+
+impl Visibility<'_> {
+    fn owner(&self) -> Option<&str> {
+        match self {
+            Visibility::OwnOrShared(owner) => Some(owner),
+            _ => None,
+        }
+    }
+
+    fn restricted(&self) -> bool {
+        !matches!(self, Visibility::All)
+    }
+}
+
+/// SQL: visible when unrestricted, shared, or submitted by the owner (`$owner`, `$restricted`).
+fn visible(owner: usize, restricted: usize) -> String {
+    format!("(NOT ${restricted}::bool OR shared OR created_by = ${owner}::text)")
+}
 
 pub struct NewJob<'a> {
     pub tenant_id: TenantId,
@@ -190,20 +223,22 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
 }
 
 /// The job if it belongs to `tenant` (another tenant's job does not exist for the caller)
-/// and, when `created_by` is given, was submitted by that principal.
+/// and `visibility` lets the caller see it.
 pub async fn get(
     pool: &PgPool,
     tenant: TenantId,
     id: JobId,
-    created_by: Option<&str>,
+    visibility: Visibility<'_>,
 ) -> Result<Option<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND ($3::text IS NULL OR created_by = $3)"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND {}",
+        visible(3, 4)
     ))
     .bind(id)
     .bind(tenant)
-    .bind(created_by)
+    .bind(visibility.owner())
+    .bind(visibility.restricted())
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -246,11 +281,11 @@ pub async fn results_page(
     Ok(lines)
 }
 
-/// The tenant's jobs, newest first (`created_by`: only that principal's), after the cursor.
+/// The tenant's jobs the caller may see, newest first, after the cursor.
 pub async fn list(
     pool: &PgPool,
     tenant: TenantId,
-    created_by: Option<&str>,
+    visibility: Visibility<'_>,
     before: Option<JobId>,
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
@@ -258,18 +293,62 @@ pub async fn list(
     let rows: Vec<JobRow> = sqlx::query_as(&format!(
         r"
         SELECT {JOB_COLUMNS} FROM jobs
-        WHERE tenant_id = $1 AND ($2::text IS NULL OR created_by = $2)
-          AND ($3::uuid IS NULL OR job_id < $3)
+        WHERE tenant_id = $1 AND {}
+          AND ($4::uuid IS NULL OR job_id < $4)
         ORDER BY job_id DESC
-        LIMIT $4
-        "
+        LIMIT $5
+        ",
+        visible(2, 3)
     ))
     .bind(tenant)
-    .bind(created_by)
+    .bind(visibility.owner())
+    .bind(visibility.restricted())
     .bind(before)
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
     rows.into_iter().map(Job::try_from).collect()
+}
+
+/// Shares (or unshares) a job with its tenant, if `visibility` lets the caller manage it.
+pub async fn set_shared(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: JobId,
+    shared: bool,
+    manage: Visibility<'_>,
+    actor: &str,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Option<Job>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let row: Option<JobRow> = sqlx::query_as(&format!(
+        r"
+        UPDATE jobs SET shared = $3
+        WHERE job_id = $1 AND tenant_id = $2 AND (NOT $5 OR created_by = $4)
+        RETURNING {JOB_COLUMNS}
+        "
+    ))
+    .bind(id)
+    .bind(tenant)
+    .bind(shared)
+    .bind(manage.owner())
+    .bind(manage.restricted())
+    .fetch_optional(&mut *tx)
+    .await?;
+    if row.is_some() {
+        super::audit::record(
+            &mut tx,
+            super::audit::Event {
+                tenant: Some(tenant),
+                actor,
+                action: if shared { "job.shared" } else { "job.unshared" },
+                client_ip,
+                details: serde_json::json!({ "job_id": id }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    row.map(Job::try_from).transpose()
 }

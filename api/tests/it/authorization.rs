@@ -61,6 +61,8 @@ enum Route {
     Me,
     SubmitJob,
     ListJobs,
+    ShareJob,
+    Examples,
     ShowJob,
     JobResults,
     CreateKey,
@@ -92,7 +94,9 @@ const MATRIX: &[(&[Route], [Expect; 7])] = &[
     (&[Token],                                        [F,   F,  F,  F,    Y,  F,   U]),
     (&[Me],                                           [Y,   Y,  Y,  Y,    Y,  Y,   U]),
     (&[SubmitJob],                                    [F,   Y,  Y,  F,    Y,  Y,   U]),
-    (&[ListJobs, ShowJob, JobResults],                [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[ListJobs, ShowJob, JobResults],                [F,   Y,  Y,  Y,    Y,  Y,   U]),
+    (&[ShareJob],                                     [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[Examples],                                     [F,   Y,  Y,  Y,    Y,  Y,   U]),
     (&[CreateKey, ListKeys],                          [F,   Y,  F,  F,    F,  F,   U]),
     (&[RotateKey, RevokeKey],                         [F,   Y,  F,  F,    F,  F,   U]),
     (&[CreateUser, ListUsers],                        [F,   Y,  F,  F,    F,  F,   U]),
@@ -191,6 +195,12 @@ impl World {
                 Some(json!({"kind": "moderate", "items": [{"text": "hi"}]})),
             ),
             ListJobs => Req::new(Method::GET, "/v1/jobs", None),
+            ShareJob => Req::new(
+                Method::POST,
+                format!("/v1/jobs/{}/share", self.job_for(who)),
+                Some(json!({"shared": true})),
+            ),
+            Examples => Req::new(Method::GET, "/v1/examples", None),
             ReadAudit => Req::new(Method::GET, "/v1/audit", None),
             ShowOwnTenant => Req::new(Method::GET, "/v1/tenant", None),
             UpdateOwnTenant => Req::new(
@@ -265,6 +275,11 @@ impl World {
         const NONE: &str = "00000000000000000000000000000000";
         Some(match route {
             ShowJob => Req::new(Method::GET, format!("/v1/jobs/job_{NONE}"), None),
+            ShareJob => Req::new(
+                Method::POST,
+                format!("/v1/jobs/job_{NONE}/share"),
+                Some(json!({"shared": true})),
+            ),
             JobResults => Req::new(Method::GET, format!("/v1/jobs/job_{NONE}/results"), None),
             RotateKey => Req::new(Method::POST, format!("/v1/keys/key_{NONE}/rotate"), None),
             RevokeKey => Req::new(Method::DELETE, format!("/v1/keys/key_{NONE}"), None),
@@ -366,6 +381,16 @@ async fn world() -> World {
     ];
     let reviewer_job = submit(&h, &reviewer).await;
     let key_job = h.submit(&["hello".to_string()]).await;
+    // Guests read shared jobs only: the key shares its job with the tenant.
+    let shared = h
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{key_job}/share"),
+            Some(&h.key),
+            Some(json!({"shared": true})),
+        )
+        .await;
+    assert_eq!(shared.status, StatusCode::OK, "share the key's job");
     let patch_user = new_user(&h.state, Some(acme), "patched", Role::Reviewer).await;
     let (patch_tenant, _) = new_tenant(&h.state, "renamed-tenant").await;
     World {
@@ -405,7 +430,7 @@ async fn every_cell_of_the_routes_table() {
 
     // The matrix covers every route exactly once.
     let covered: Vec<Route> = MATRIX.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-    assert_eq!(covered.len(), 25, "every route of the table, once");
+    assert_eq!(covered.len(), 27, "every route of the table, once");
 
     let mut failures = Vec::new();
     let mut cells = 0;
@@ -432,7 +457,7 @@ async fn every_cell_of_the_routes_table() {
             }
         }
     }
-    assert_eq!(cells, 25 * 7);
+    assert_eq!(cells, 27 * 7);
 
     // The principals survived their own ✅ cells (throwaway targets only).
     for who in COLUMNS.iter().copied().filter(|w| *w != Who::Anonymous) {

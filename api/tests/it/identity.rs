@@ -980,3 +980,112 @@ async fn history_audit_and_tenant_settings() {
     );
     h.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_read_shared_results_and_examples_only() {
+    let h = Harness::new(&[], false).await;
+    let tenant = h.tenant_id().await;
+    new_user(&h.state, Some(tenant), "bob", Role::Reviewer).await;
+    new_user(&h.state, Some(tenant), "gus", Role::Guest).await;
+    new_user(&h.state, Some(tenant), "rita", Role::Reviewer).await;
+    let (bob, gus, rita) = (
+        h.login(Some("acme"), "bob").await,
+        h.login(Some("acme"), "gus").await,
+        h.login(Some("acme"), "rita").await,
+    );
+    let body = json!({"kind": "moderate", "items": [{"text": "hello"}]});
+    let job = h
+        .call(Method::POST, "/v1/jobs", Some(&bob), Some(body.clone()))
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    // Guests cannot submit, and do not see unshared jobs.
+    assert_eq!(
+        h.call(Method::POST, "/v1/jobs", Some(&gus), Some(body))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.call(Method::GET, &format!("/v1/jobs/{job}"), Some(&gus), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Another reviewer cannot share bob's job (it does not exist for her).
+    let share = |shared: bool| json!({"shared": shared});
+    let uri = format!("/v1/jobs/{job}/share");
+    assert_eq!(
+        h.call(Method::POST, &uri, Some(&rita), Some(share(true)))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Bob shares it: the guest and the other reviewer can read it and its results.
+    let reply = h
+        .call(Method::POST, &uri, Some(&bob), Some(share(true)))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["shared"], true);
+    for token in [&gus, &rita] {
+        assert_eq!(
+            h.call(Method::GET, &format!("/v1/jobs/{job}"), Some(token), None)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            h.call(
+                Method::GET,
+                &format!("/v1/jobs/{job}/results"),
+                Some(token),
+                None
+            )
+            .await
+            .status,
+            StatusCode::OK
+        );
+    }
+    let listed = h
+        .call(Method::GET, "/v1/jobs", Some(&gus), None)
+        .await
+        .json();
+    assert_eq!(listed["data"].as_array().expect("data").len(), 1);
+    // Guests cannot share; unsharing hides it again.
+    assert_eq!(
+        h.call(Method::POST, &uri, Some(&gus), Some(share(false)))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        h.call(Method::POST, &uri, Some(&bob), Some(share(false)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.call(Method::GET, &format!("/v1/jobs/{job}"), Some(&gus), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // Examples are there for everyone in the tenant.
+    let examples = h.call(Method::GET, "/v1/examples", Some(&gus), None).await;
+    assert_eq!(examples.status, StatusCode::OK);
+    assert!(
+        examples.json()["moderate"]
+            .as_array()
+            .is_some_and(|items| items.len() >= 10 && items[0]["text"].is_string())
+    );
+    let shared_audit: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action IN ('job.shared', 'job.unshared')",
+    )
+    .fetch_one(&h.env.pool)
+    .await
+    .expect("audit");
+    assert_eq!(shared_audit, 2);
+    h.teardown().await;
+}
