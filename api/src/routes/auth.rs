@@ -176,10 +176,7 @@ async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<
         None => None,
     };
     let username = match principal.subject {
-        Subject::User(id) => match principal.tenant_id {
-            Some(t) => users::get(&state.pool, t, id).await?.map(|u| u.username),
-            None => None,
-        },
+        Subject::User(id) => users::username(&state.pool, principal.tenant_id, id).await?,
         Subject::Key(_) => None,
     };
     Ok(Json(json!({

@@ -51,9 +51,10 @@ async fn create(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    ApiJson(body): ApiJson<CreateJob>,
+    body: Result<ApiJson<CreateJob>, ApiError>,
 ) -> Result<Response, ApiError> {
     principal.require(&policy::JOBS_SUBMIT)?;
+    let ApiJson(body) = body?;
     let tenant_id = principal.tenant()?;
     let kind: JobKind = body.kind.parse().map_err(|_| {
         let supported: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
@@ -247,9 +248,10 @@ async fn share(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<Share>,
+    body: Result<ApiJson<Share>, ApiError>,
 ) -> Result<Json<jobs::Job>, ApiError> {
     principal.require(&policy::JOBS_SHARE)?;
+    let ApiJson(body) = body?;
     let id = parse_id(&id)?;
     let actor = principal.actor();
     jobs::set_shared(

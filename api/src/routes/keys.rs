@@ -49,9 +49,10 @@ fn with_secret(key: &ApiKey, token: String) -> Value {
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    ApiJson(body): ApiJson<CreateKey>,
+    body: Result<ApiJson<CreateKey>, ApiError>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     principal.require(&policy::KEYS_MANAGE)?;
+    let ApiJson(body) = body?;
     let tenant = principal.tenant()?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 100 {

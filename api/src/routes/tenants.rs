@@ -56,9 +56,10 @@ struct UpdateOwnTenant {
 async fn update_own(
     State(state): State<AppState>,
     principal: Principal,
-    ApiJson(body): ApiJson<UpdateOwnTenant>,
+    body: Result<ApiJson<UpdateOwnTenant>, ApiError>,
 ) -> Result<Json<Tenant>, ApiError> {
     principal.require(&policy::TENANT_SETTINGS)?;
+    let ApiJson(body) = body?;
     let id = principal.tenant()?;
     if let Some(name) = &body.name
         && (name.trim().is_empty() || name.chars().count() > 200)
@@ -128,9 +129,10 @@ struct CreateTenant {
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    ApiJson(body): ApiJson<CreateTenant>,
+    body: Result<ApiJson<CreateTenant>, ApiError>,
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     principal.require(&policy::TENANTS_MANAGE)?;
+    let ApiJson(body) = body?;
     let name = body.name.trim();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::invalid(
@@ -205,9 +207,10 @@ async fn update(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<UpdateTenant>,
+    body: Result<ApiJson<UpdateTenant>, ApiError>,
 ) -> Result<Json<Tenant>, ApiError> {
     principal.require(&policy::TENANTS_MANAGE)?;
+    let ApiJson(body) = body?;
     let id: TenantId = id.parse().map_err(|_| ApiError::NotFound)?;
     if let Some(name) = &body.name
         && (name.trim().is_empty() || name.chars().count() > 200)

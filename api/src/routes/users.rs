@@ -73,9 +73,10 @@ struct CreateUser {
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    ApiJson(body): ApiJson<CreateUser>,
+    body: Result<ApiJson<CreateUser>, ApiError>,
 ) -> Result<(StatusCode, Json<User>), ApiError> {
     principal.require(&policy::USERS_MANAGE)?;
+    let ApiJson(body) = body?;
     let tenant = principal.tenant()?;
     let username = body.username.trim();
     if username.is_empty()
@@ -137,9 +138,10 @@ async fn update(
     State(state): State<AppState>,
     principal: Principal,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<UpdateUser>,
+    body: Result<ApiJson<UpdateUser>, ApiError>,
 ) -> Result<Json<User>, ApiError> {
     principal.require(&policy::USERS_MANAGE)?;
+    let ApiJson(body) = body?;
     let tenant = principal.tenant()?;
     let id: UserId = id.parse().map_err(|_| ApiError::NotFound)?;
     let role = body

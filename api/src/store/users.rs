@@ -403,3 +403,18 @@ pub async fn live(pool: &PgPool, id: UserId) -> Result<Option<LiveUser>, sqlx::E
     })
     .transpose()
 }
+
+/// A user's name, in its tenant's scope (or the platform scope for operators).
+pub async fn username(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+    id: UserId,
+) -> Result<Option<String>, sqlx::Error> {
+    let mut tx = db::begin(pool, tenant.map_or(Scope::Platform, Scope::Tenant)).await?;
+    let name = sqlx::query_scalar("SELECT username FROM users WHERE user_id = $1")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(name)
+}

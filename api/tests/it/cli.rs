@@ -15,6 +15,25 @@ fn run(env: &[(&str, String)], args: &[&str]) -> Output {
         .expect("run gatehouse-api")
 }
 
+fn run_with_stdin(env: &[(&str, String)], args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse-api"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn gatehouse-api");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write password");
+    child.wait_with_output().expect("wait")
+}
+
 fn json(output: &Output) -> serde_json::Value {
     assert!(
         output.status.success(),
@@ -79,6 +98,50 @@ async fn migrate_creates_the_database_and_admin_commands_print_json() {
         Some(tenant_id.to_string())
     );
     pool.close().await;
+
+    // Users and operators: the password comes from standard input and is policy-checked.
+    let user = json(&run_with_stdin(
+        &vars,
+        &[
+            "admin",
+            "user",
+            "create",
+            "--tenant",
+            tenant_id,
+            "--username",
+            "alice",
+            "--role",
+            "admin",
+        ],
+        "a long admin passphrase\n",
+    ));
+    assert!(user["id"].as_str().expect("id").starts_with("usr_"));
+    assert_eq!(user["role"], "admin");
+    assert_eq!(user["tenant_id"], tenant_id);
+    let operator = json(&run_with_stdin(
+        &vars,
+        &["admin", "operator", "create", "--username", "root"],
+        "a long operator passphrase\n",
+    ));
+    assert_eq!(operator["role"], "superadmin");
+    assert!(operator["tenant_id"].is_null());
+    let weak = run_with_stdin(
+        &vars,
+        &["admin", "operator", "create", "--username", "weak"],
+        "short\n",
+    );
+    assert!(!weak.status.success());
+    assert!(String::from_utf8_lossy(&weak.stderr).contains("12"));
+    let hash: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE username = 'root'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("operator");
+    assert!(hash.starts_with("$argon2id$"));
+    // Signing keys rotate from the CLI.
+    let first = json(&run(&vars, &["admin", "signing-key", "rotate"]));
+    let second = json(&run(&vars, &["admin", "signing-key", "rotate"]));
+    assert_ne!(first["kid"], second["kid"]);
     let _ = conn.close().await;
 
     let bad = run(&vars, &["admin", "key", "create", "--tenant", "ten_nope"]);
