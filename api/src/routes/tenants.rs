@@ -61,14 +61,8 @@ async fn update_own(
     principal.require(&policy::TENANT_SETTINGS)?;
     let ApiJson(body) = body?;
     let id = principal.tenant()?;
-    if let Some(name) = &body.name
-        && (name.trim().is_empty() || name.chars().count() > 200)
-    {
-        return Err(ApiError::invalid(
-            "invalid_name",
-            "name",
-            "name must be 1 to 200 characters",
-        ));
+    if let Some(name) = &body.name {
+        check_name(name)?;
     }
     let changes = TenantChanges {
         name: body.name.map(|n| n.trim().to_string()),
@@ -90,6 +84,19 @@ async fn update_own(
     .await?
     .map(Json)
     .ok_or(ApiError::NotFound)
+}
+
+/// A tenant name: 1 to 200 characters once trimmed.
+fn check_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    Ok(name)
 }
 
 fn all_scopes() -> Vec<String> {
@@ -133,14 +140,7 @@ async fn create(
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     principal.require(&policy::TENANTS_MANAGE)?;
     let ApiJson(body) = body?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid(
-            "invalid_name",
-            "name",
-            "name must be 1 to 200 characters",
-        ));
-    }
+    let name = check_name(&body.name)?;
     let slug = body.slug.unwrap_or_else(|| tenants::slugify(name));
     if slug.is_empty() || slug != tenants::slugify(&slug) {
         return Err(ApiError::invalid(
@@ -212,14 +212,8 @@ async fn update(
     principal.require(&policy::TENANTS_MANAGE)?;
     let ApiJson(body) = body?;
     let id: TenantId = id.parse().map_err(|_| ApiError::NotFound)?;
-    if let Some(name) = &body.name
-        && (name.trim().is_empty() || name.chars().count() > 200)
-    {
-        return Err(ApiError::invalid(
-            "invalid_name",
-            "name",
-            "name must be 1 to 200 characters",
-        ));
+    if let Some(name) = &body.name {
+        check_name(name)?;
     }
     if let Some(scopes) = &body.scopes {
         check_scopes("scopes", scopes, &all_scopes())?;
