@@ -95,6 +95,29 @@ pub enum TenantCommand {
         #[arg(long)]
         slug: Option<String>,
     },
+    /// List tenants; prints `{"data": [...], "next_after"}`.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        after: Option<String>,
+    },
+    /// Rename, disable or enable a tenant, or change its scopes or IP allowlist; prints it.
+    Update {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// `false` disables the tenant: its keys, users and tokens stop at once.
+        #[arg(long)]
+        enabled: Option<bool>,
+        /// Comma-separated scopes.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Option<Vec<String>>,
+        /// Comma-separated CIDRs; an empty value clears the allowlist.
+        #[arg(long, value_delimiter = ',')]
+        ip_allowlist: Option<Vec<String>>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

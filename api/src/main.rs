@@ -97,6 +97,52 @@ async fn admin(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
+        AdminCommand::Tenant {
+            command: TenantCommand::List { limit, after },
+        } => {
+            let after = after
+                .map(|a| a.parse::<TenantId>())
+                .transpose()
+                .context("--after must be a tenant id")?;
+            let limit = limit.clamp(1, 1000);
+            let page = tenants::list(&pool, after, limit).await?;
+            let next = if page.len() as i64 == limit {
+                page.last().map(|t| t.tenant_id.to_string())
+            } else {
+                None
+            };
+            serde_json::json!({ "data": page, "next_after": next })
+        }
+        AdminCommand::Tenant {
+            command:
+                TenantCommand::Update {
+                    tenant,
+                    name,
+                    enabled,
+                    scopes,
+                    ip_allowlist,
+                },
+        } => {
+            let tenant = tenant_arg(&pool, &tenant).await?;
+            if let Some(bad) = scopes
+                .iter()
+                .flatten()
+                .find(|s| !gatehouse_common::types::SCOPES.contains(&s.as_str()))
+            {
+                bail!("--scopes: unknown scope `{bad}`");
+            }
+            let ip_allowlist = ip_allowlist.map(|list| parse_cidrs(&list)).transpose()?;
+            let changes = tenants::TenantChanges {
+                name,
+                enabled,
+                scopes,
+                ip_allowlist,
+            };
+            let scope = gatehouse_common::db::Scope::Platform;
+            serde_json::to_value(
+                tenants::update(&pool, tenant, &changes, "cli", None, scope).await?,
+            )?
+        }
         AdminCommand::Key {
             command:
                 KeyCommand::Create {
@@ -198,4 +244,15 @@ async fn read_password() -> anyhow::Result<String> {
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     password::check_policy(&password).map_err(anyhow::Error::msg)?;
     Ok(password::hash(password).await?)
+}
+
+fn parse_cidrs(list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
+    list.iter()
+        .filter(|e| !e.is_empty())
+        .map(|e| {
+            e.parse::<ipnet::IpNet>()
+                .or_else(|_| e.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("--ip-allowlist: `{e}` is not a CIDR or IP address"))
+        })
+        .collect()
 }

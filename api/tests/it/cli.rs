@@ -138,6 +138,35 @@ async fn migrate_creates_the_database_and_admin_commands_print_json() {
             .await
             .expect("operator");
     assert!(hash.starts_with("$argon2id$"));
+    // Tenants are listed and updated (disabled) from the CLI too.
+    let listed = json(&run(&vars, &["admin", "tenant", "list"]));
+    assert_eq!(listed["data"][0]["id"], tenant_id);
+    let updated = json(&run(
+        &vars,
+        &[
+            "admin",
+            "tenant",
+            "update",
+            "--tenant",
+            tenant_id,
+            "--enabled",
+            "false",
+            "--ip-allowlist",
+            "10.0.0.0/8,192.0.2.7",
+        ],
+    ));
+    assert_eq!(updated["enabled"], false);
+    assert_eq!(
+        updated["ip_allowlist"],
+        serde_json::json!(["10.0.0.0/8", "192.0.2.7/32"])
+    );
+    let bad_scope = run(
+        &vars,
+        &[
+            "admin", "tenant", "update", "--tenant", tenant_id, "--scopes", "root",
+        ],
+    );
+    assert!(!bad_scope.status.success());
     // Signing keys rotate from the CLI.
     let first = json(&run(&vars, &["admin", "signing-key", "rotate"]));
     let second = json(&run(&vars, &["admin", "signing-key", "rotate"]));
