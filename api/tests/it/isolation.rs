@@ -117,3 +117,33 @@ async fn an_unfiltered_query_cannot_read_or_change_another_tenants_rows() {
     tx.rollback().await.expect("rollback");
     h.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_connection_can_be_encrypted() {
+    let env = gatehouse_common::testkit::TestEnv::new(&[]).await;
+    let mut config = env.config.clone();
+    config.database_url = format!("{}?sslmode=require", config.database_url);
+    // The services' pool negotiates TLS ...
+    let app = db::connect(&config)
+        .await
+        .expect("TLS connection (sslmode=require)");
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&app)
+        .await
+        .expect("query over TLS");
+    assert_eq!(one, 1);
+    app.close().await;
+    // ... and pg_stat_ssl (visible to the session's own user, before any role switch) says so.
+    let pool = db::connect_owner(&config)
+        .await
+        .expect("TLS connection (sslmode=require)");
+    let (ssl, version): (bool, Option<String>) =
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(&pool)
+            .await
+            .expect("pg_stat_ssl");
+    assert!(ssl, "the connection is not encrypted");
+    assert!(version.is_some_and(|v| v.starts_with("TLS")));
+    pool.close().await;
+    env.teardown().await;
+}
