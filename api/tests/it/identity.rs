@@ -63,27 +63,12 @@ struct Harness2 {
 
 impl Harness2 {
     async fn me(&self, bearer: &str) -> Reply {
-        use http_body_util::BodyExt;
-        use tower::ServiceExt;
         let request = axum::http::Request::builder()
             .uri("/v1/me")
             .header("authorization", format!("Bearer {bearer}"))
             .body(axum::body::Body::empty())
             .expect("request");
-        let response = self.app.clone().oneshot(request).await.expect("infallible");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        crate::support::send(&self.app, request).await
     }
 }
 
