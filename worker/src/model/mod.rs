@@ -4,6 +4,7 @@
 mod manifest;
 mod onnx;
 mod runtime;
+pub mod seq2seq;
 
 pub use manifest::{Manifest, PaddingSide};
 pub use onnx::OnnxClassifier;
