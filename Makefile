@@ -21,7 +21,7 @@ services: ## Make Postgres and RabbitMQ reachable (starts or installs them local
 	bash scripts/services.sh
 
 models: ## Fetch ONNX Runtime and build the moderation model into models/ (idempotent)
-	bash scripts/fetch-onnxruntime.sh && bash scripts/build-models.sh && bash scripts/build-translation-models.sh
+	bash scripts/fetch-onnxruntime.sh && bash scripts/build-models.sh && bash scripts/build-translation-models.sh && bash scripts/build-test-fixtures.sh
 
 build: ## Build gatehouse-api and gatehouse-worker (debug)
 	$(CARGO) build --workspace --bins

@@ -25,6 +25,8 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub throttle: Arc<LoginThrottle>,
     pub trusted_proxies: Arc<TrustedProxies>,
+    /// Installed translation models (from their manifests), for validating translate jobs.
+    pub translation_pairs: Arc<Vec<gatehouse_common::models::TranslationPair>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,7 @@ impl AppState {
         let topology = gatehouse_common::queue::Topology::new(&config.queue_prefix);
         let retry_ms = u64::try_from(config.retry_delay.as_millis()).unwrap_or(u64::MAX);
         let broker = Broker::new(&config.amqp_url, "gatehouse-api", topology, retry_ms);
+        let translation_pairs = gatehouse_common::models::translation_pairs(&config.models_dir);
         Ok(Self {
             pool,
             config: Arc::new(config),
@@ -61,6 +64,7 @@ impl AppState {
             tokens: Arc::new(tokens),
             throttle: Arc::new(throttle),
             trusted_proxies: Arc::new(trusted_proxies),
+            translation_pairs: Arc::new(translation_pairs),
         })
     }
 }

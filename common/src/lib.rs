@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod db;
+pub mod models;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

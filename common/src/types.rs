@@ -159,14 +159,16 @@ pub struct IdError {
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Moderate,
+    Translate,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 1] = [JobKind::Moderate];
+    pub const ALL: [JobKind; 2] = [JobKind::Moderate, JobKind::Translate];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Moderate => "moderate",
+            JobKind::Translate => "translate",
         }
     }
 }
@@ -264,6 +266,7 @@ mod tests {
     #[test]
     fn kinds_parse_from_their_wire_names() {
         assert_eq!("moderate".parse::<JobKind>(), Ok(JobKind::Moderate));
+        assert_eq!("translate".parse::<JobKind>(), Ok(JobKind::Translate));
         assert!("translate-all-the-things".parse::<JobKind>().is_err());
     }
 }

@@ -71,17 +71,32 @@ impl Consumer {
             .basic_qos(self.config.worker_prefetch, BasicQosOptions::default())
             .await
             .map_err(amqp("set prefetch"))?;
-        let tag = format!("gatehouse-worker-{}", uuid::Uuid::now_v7().simple());
-        let mut deliveries = channel
-            .basic_consume(
-                self.topology.work_queue(JobKind::Moderate).into(),
-                tag.clone().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(amqp("consume"))?;
-        tracing::info!(queue = %self.topology.work_queue(JobKind::Moderate), prefetch = self.config.worker_prefetch, "consuming");
+        let mut kinds = vec![JobKind::Moderate];
+        if self.pipeline.translation.is_some() {
+            kinds.push(JobKind::Translate);
+        }
+        let mut tags = Vec::new();
+        let mut streams = Vec::new();
+        for kind in kinds {
+            let tag = format!(
+                "gatehouse-worker-{}-{}",
+                kind.as_str(),
+                uuid::Uuid::now_v7().simple()
+            );
+            let consumer = channel
+                .basic_consume(
+                    self.topology.work_queue(kind).into(),
+                    tag.clone().into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(amqp("consume"))?;
+            tracing::info!(queue = %self.topology.work_queue(kind), prefetch = self.config.worker_prefetch, "consuming");
+            tags.push(tag);
+            streams.push(consumer);
+        }
+        let mut deliveries = futures_util::stream::select_all(streams);
 
         let mut in_flight = JoinSet::new();
         loop {
@@ -109,9 +124,11 @@ impl Consumer {
             in_flight = in_flight.len(),
             "stopping intake; finishing in-flight chunks"
         );
-        let _ = channel
-            .basic_cancel(tag.into(), BasicCancelOptions::default())
-            .await;
+        for tag in tags {
+            let _ = channel
+                .basic_cancel(tag.into(), BasicCancelOptions::default())
+                .await;
+        }
         let drained = tokio::time::timeout(self.config.shutdown_timeout, async {
             while in_flight.join_next().await.is_some() {}
         })

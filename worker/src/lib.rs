@@ -7,6 +7,7 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod store;
+pub mod translator;
 
 use std::sync::Arc;
 
@@ -34,6 +35,29 @@ pub fn load_moderation_model(config: &Config) -> Result<ModelHandle, ModelError>
         config.batch_max_wait,
     )
     .map_err(|e| ModelError::Load(format!("cannot start the model thread: {e}")))
+}
+
+/// The models a worker serves.
+#[derive(Clone)]
+pub struct Models {
+    pub moderation: ModelHandle,
+    /// Every translation model found in `GATEHOUSE_MODELS_DIR` (`None`: no translate work).
+    pub translation: Option<translator::TranslatorHandle>,
+}
+
+/// Loads ONNX Runtime, the moderation model and every installed translation model.
+pub fn load_models(config: &Config) -> Result<Models, ModelError> {
+    let moderation = load_moderation_model(config)?;
+    let env = init_runtime(&config.ort_dylib_path)?;
+    let translation =
+        translator::TranslatorHandle::load(&env, &config.models_dir, config.ort_intra_threads)?;
+    if translation.is_none() {
+        tracing::warn!(dir = %config.models_dir.display(), "no translation model installed; translate jobs are not consumed");
+    }
+    Ok(Models {
+        moderation,
+        translation,
+    })
 }
 
 fn model_ref(model: &OnnxClassifier) -> String {
@@ -70,7 +94,7 @@ impl WorkerHandle {
 pub fn start(
     config: Config,
     pool: PgPool,
-    model: ModelHandle,
+    models: Models,
     shutdown: CancellationToken,
 ) -> WorkerHandle {
     let kill = CancellationToken::new();
@@ -78,7 +102,8 @@ pub fn start(
         topology: Topology::new(&config.queue_prefix),
         pipeline: Arc::new(Pipeline {
             pool,
-            moderation: model,
+            moderation: models.moderation,
+            translation: models.translation,
             max_attempts: config.max_attempts,
         }),
         config,

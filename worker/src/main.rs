@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
 
-    let model = gatehouse_worker::load_moderation_model(&config)?;
+    let models = gatehouse_worker::load_models(&config)?;
     let pool = db::connect(&config).await?;
     db::check_migrated(&pool).await?;
 
@@ -29,7 +29,7 @@ async fn main() -> anyhow::Result<()> {
             .await
     });
 
-    gatehouse_worker::start(config, pool, model, shutdown.clone())
+    gatehouse_worker::start(config, pool, models, shutdown.clone())
         .wait()
         .await;
     shutdown.cancel();

@@ -65,6 +65,17 @@ pub async fn pending_items(
     Ok(items)
 }
 
+/// The job's options (`{}` when none).
+pub async fn job_options(pool: &PgPool, chunk: &ChunkMessage) -> Result<Value, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
+    let options: Option<Value> = sqlx::query_scalar("SELECT options FROM jobs WHERE job_id = $1")
+        .bind(chunk.job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(options.unwrap_or_else(|| Value::Object(Default::default())))
+}
+
 /// Keeps the last transient error on the chunk, for operators.
 pub async fn record_error(
     pool: &PgPool,

@@ -36,6 +36,80 @@ pub struct CreateJob {
     pub kind: String,
     #[serde(default)]
     pub items: Option<Vec<ItemIn>>,
+    #[serde(default)]
+    pub options: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TranslateOptions {
+    #[serde(default)]
+    source_lang: Option<String>,
+    #[serde(default)]
+    target_lang: Option<String>,
+}
+
+const SOURCE_LANGS: [&str; 3] = ["zh", "en", "auto"];
+const TARGET_LANGS: [&str; 2] = ["en", "zh"];
+
+/// Checks translate options against the installed models; returns them normalised.
+fn translate_options(
+    state: &AppState,
+    raw: Option<serde_json::Value>,
+) -> Result<serde_json::Value, ApiError> {
+    let raw = raw.ok_or_else(|| {
+        ApiError::invalid(
+            "missing_options",
+            "options",
+            "a translate job needs `options` with `source_lang` and `target_lang`",
+        )
+    })?;
+    let options: TranslateOptions = serde_json::from_value(raw)
+        .map_err(|e| ApiError::invalid("invalid_options", "options", e.to_string()))?;
+    let source = options.source_lang.unwrap_or_else(|| "auto".into());
+    let target = options.target_lang.ok_or_else(|| {
+        ApiError::invalid(
+            "invalid_language",
+            "options.target_lang",
+            "`target_lang` is required",
+        )
+    })?;
+    if !SOURCE_LANGS.contains(&source.as_str()) {
+        return Err(ApiError::invalid(
+            "invalid_language",
+            "options.source_lang",
+            format!("source_lang must be one of {}", SOURCE_LANGS.join(", ")),
+        ));
+    }
+    if !TARGET_LANGS.contains(&target.as_str()) {
+        return Err(ApiError::invalid(
+            "invalid_language",
+            "options.target_lang",
+            format!("target_lang must be one of {}", TARGET_LANGS.join(", ")),
+        ));
+    }
+    let pairs = &state.translation_pairs;
+    let supported = pairs
+        .iter()
+        .any(|p| p.target_lang == target && (source == "auto" || p.source_lang == source));
+    if !supported {
+        let listed: Vec<String> = pairs
+            .iter()
+            .map(|p| format!("{}→{}", p.source_lang, p.target_lang))
+            .collect();
+        let listed = if listed.is_empty() {
+            "none".to_string()
+        } else {
+            listed.join(", ")
+        };
+        return Err(ApiError::invalid(
+            "unsupported_language_pair",
+            "options",
+            format!(
+                "no installed model translates {source} to {target}; supported pairs: {listed}"
+            ),
+        ));
+    }
+    Ok(serde_json::json!({ "source_lang": source, "target_lang": target }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -69,6 +143,10 @@ async fn create(
         )
     })?;
     principal.require_scope(kind.as_str())?;
+    let options = match kind {
+        JobKind::Translate => translate_options(&state, body.options)?,
+        JobKind::Moderate => serde_json::json!({}),
+    };
     let idempotency_key = idempotency_key(&headers)?;
     let items = body.items.unwrap_or_default();
     let (custom_ids, texts) = validate_items(&state, items)?;
@@ -83,6 +161,7 @@ async fn create(
             idempotency_key,
             custom_ids,
             texts,
+            options,
             chunk_items: state.config.chunk_items,
         },
     )

@@ -102,6 +102,7 @@ pub struct NewJob<'a> {
     pub idempotency_key: Option<&'a str>,
     pub custom_ids: Vec<Option<String>>,
     pub texts: Vec<String>,
+    pub options: serde_json::Value,
     pub chunk_items: usize,
 }
 
@@ -118,8 +119,8 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     let mut tx = db::begin(pool, Scope::Tenant(new.tenant_id)).await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         r"
-        INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by, options)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {JOB_COLUMNS}
         "
@@ -131,6 +132,7 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     .bind(total)
     .bind(new.idempotency_key)
     .bind(&new.actor)
+    .bind(&new.options)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {

@@ -11,3 +11,4 @@ mod isolation;
 mod jobs;
 mod jwt;
 mod support;
+mod translate;

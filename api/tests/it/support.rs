@@ -84,12 +84,12 @@ impl Harness {
     }
 
     pub async fn start_worker(&self) -> WorkerHandle {
-        let model = gatehouse_worker::load_moderation_model(&self.env.config)
-            .expect("model and ONNX Runtime (run `make models`)");
+        let models = gatehouse_worker::load_models(&self.env.config)
+            .expect("models and ONNX Runtime (run `make models`)");
         gatehouse_worker::start(
             self.env.config.clone(),
             self.env.app_pool.clone(),
-            model,
+            models,
             CancellationToken::new(),
         )
     }
@@ -147,13 +147,13 @@ impl Harness {
     }
 
     pub async fn job(&self, id: &str) -> Value {
+        self.job_as(id, &self.key).await
+    }
+
+    /// The job as seen by the principal behind `bearer`.
+    pub async fn job_as(&self, id: &str, bearer: &str) -> Value {
         let reply = self
-            .call(
-                Method::GET,
-                &format!("/v1/jobs/{id}"),
-                Some(&self.key),
-                None,
-            )
+            .call(Method::GET, &format!("/v1/jobs/{id}"), Some(bearer), None)
             .await;
         assert_eq!(reply.status, StatusCode::OK);
         reply.json()
@@ -161,9 +161,14 @@ impl Harness {
 
     /// Polls until the job reaches a terminal status.
     pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        self.wait_done_as(id, &self.key, timeout).await
+    }
+
+    /// Polls, as `bearer`, until the job reaches a terminal status.
+    pub async fn wait_done_as(&self, id: &str, bearer: &str, timeout: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let job = self.job(id).await;
+            let job = self.job_as(id, bearer).await;
             if ["completed", "failed", "cancelled"].contains(&job["status"].as_str().unwrap_or(""))
             {
                 return job;

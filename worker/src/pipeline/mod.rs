@@ -2,6 +2,8 @@
 //! results, counters and the audit record together.
 
 pub mod moderate;
+pub mod segment;
+pub mod translate;
 
 use std::time::Instant;
 
@@ -12,6 +14,7 @@ use crate::{
     batcher::ModelHandle,
     model::ModelError,
     store::{self, ChunkEnd, ItemOutcome},
+    translator::TranslatorHandle,
 };
 
 /// How a delivery ended, which decides ack / retry / dead-letter.
@@ -37,6 +40,8 @@ pub enum TransientError {
 pub struct Pipeline {
     pub pool: sqlx::PgPool,
     pub moderation: ModelHandle,
+    /// `None` when no translation model is installed (the worker then takes no translate work).
+    pub translation: Option<TranslatorHandle>,
     pub max_attempts: i32,
 }
 
@@ -66,13 +71,51 @@ impl Pipeline {
                     .collect();
                 (outcomes, info.reference())
             }
+            JobKind::Translate => {
+                let handle = self.translation.as_ref().ok_or_else(|| {
+                    ModelError::Load("no translation model on this worker".into())
+                })?;
+                let raw = store::job_options(&self.pool, chunk).await?;
+                let options: translate::TranslateOptions = match serde_json::from_value(raw) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // A job the api accepted always has options; fail its items rather than loop.
+                        let error = json!({"code": "invalid_options", "message": e.to_string()});
+                        let outcomes = items
+                            .iter()
+                            .map(|(i, _)| (*i, ItemOutcome::Failed(error.clone())))
+                            .collect();
+                        return self
+                            .finish(chunk, outcomes, "none".into(), claim.attempts, started)
+                            .await;
+                    }
+                };
+                let mut outcomes = Vec::with_capacity(items.len());
+                for (index, text) in &items {
+                    outcomes.push((*index, translate::item(handle, &options, text).await));
+                }
+                let models: Vec<&str> = handle.pairs().iter().map(|p| p.model.as_str()).collect();
+                (outcomes, models.join(","))
+            }
         };
+        self.finish(chunk, outcomes, model, claim.attempts, started)
+            .await
+    }
+
+    async fn finish(
+        &self,
+        chunk: &ChunkMessage,
+        outcomes: Vec<(i32, ItemOutcome)>,
+        model: String,
+        attempt: i32,
+        started: Instant,
+    ) -> Result<Outcome, TransientError> {
         let audit = json!({
             "model": model,
             "items": outcomes.len(),
             "item_start": chunk.item_start,
             "item_end": chunk.item_end,
-            "attempt": claim.attempts,
+            "attempt": attempt,
             "duration_ms": started.elapsed().as_millis() as u64,
         });
         let applied =

@@ -107,8 +107,11 @@ impl Translator {
         let mut prefixes = vec![vec![tokens.decoder_start]; batch];
         let mut outputs = vec![Vec::new(); batch];
         let mut finished = vec![false; batch];
+        let model = self.manifest.name.clone();
         for _ in 0..max_new {
             let logp = self.decoder_step(mode, &prefixes, &rows_enc, &mut state)?;
+            metrics::counter!("gatehouse_translate_decode_steps_total", "model" => model.clone())
+                .increment(1);
             for r in 0..batch {
                 let next = if finished[r] {
                     tokens.pad
@@ -175,7 +178,13 @@ impl Translator {
                     prefixes[b * beam + r] = p;
                 }
             }
+            // Closed sources stop growing: pad their rows to the common length.
+            let longest = prefixes.iter().map(Vec::len).max().unwrap_or(1);
+            for p in &mut prefixes {
+                p.resize(longest, tokens.pad);
+            }
             let logp = self.decoder_step(mode, &prefixes, &rows_enc, &mut state)?;
+            metrics::counter!("gatehouse_translate_decode_steps_total", "model" => self.manifest.name.clone()).increment(1);
             let vocab = logp.ncols();
             let mut next_rows = Vec::with_capacity(batch * beam);
             let mut next_live: Vec<Vec<Hypothesis>> = Vec::with_capacity(batch);

@@ -261,10 +261,15 @@ impl Translator {
         {
             inputs.push((n.to_string().into(), tensor(rows.mask.clone())?));
         }
+        // A merged decoder takes a branch flag and past inputs even when there is no past yet.
+        let has_past = matches!(state, State::Past(_));
         if let Some(n) = name(&spec.inputs, "use_cache_branch")
-            && mode == Mode::Merged
+            && accepts(session, n)
         {
-            inputs.push((n.to_string().into(), tensor(Array1::from_elem(1, !fresh))?));
+            inputs.push((
+                n.to_string().into(),
+                tensor(Array1::from_elem(1, has_past))?,
+            ));
         }
         match state {
             State::Recurrent(hidden) => {
@@ -286,18 +291,22 @@ impl Translator {
                     }
                 }
             }
-            State::Fresh if mode == Mode::Merged => {
-                // The no-cache branch ignores the past inputs, but the graph still wants them.
-                let p = past.as_ref().ok_or_else(|| fail("no past spec"))?;
-                for i in 0..p.layers {
-                    for kind in KINDS {
-                        let n = format!("{}.{i}.{kind}", p.input_prefix);
-                        let dummy = ArrayD::<f32>::zeros(IxDyn(&[n_rows, p.heads, 1, p.head_dim]));
-                        inputs.push((n.into(), tensor(dummy)?));
+            State::Fresh | State::Prefix => {
+                // The no-cache branch ignores them, but the graph still wants them (Optimum
+                // passes zeros with one position).
+                if let Some(p) = past.as_ref() {
+                    for i in 0..p.layers {
+                        for kind in KINDS {
+                            let n = format!("{}.{i}.{kind}", p.input_prefix);
+                            if accepts(session, &n) {
+                                let dummy =
+                                    ArrayD::<f32>::zeros(IxDyn(&[n_rows, p.heads, 1, p.head_dim]));
+                                inputs.push((n.into(), tensor(dummy)?));
+                            }
+                        }
                     }
                 }
             }
-            State::Fresh | State::Prefix => {}
         }
 
         let mut outputs = run(session, inputs)?;
@@ -313,6 +322,15 @@ impl Translator {
                 let log_sum = max + sum.ln();
                 row.mapv_inplace(|x| x - log_sum);
             }
+        }
+
+        let tokens = self.manifest.tokens;
+        if tokens.pad != tokens.eos
+            && let Ok(pad) = usize::try_from(tokens.pad)
+            && pad < next.ncols()
+        {
+            // Padding is never generated (as Hugging Face's generate forbids it).
+            next.column_mut(pad).fill(f32::NEG_INFINITY);
         }
 
         match state {
@@ -335,14 +353,19 @@ impl Translator {
                     let mut layer: Vec<ArrayD<f32>> = Vec::with_capacity(4);
                     for (k, kind) in KINDS.iter().enumerate() {
                         let n = format!("{}.{i}.{kind}", p.output_prefix);
-                        let value = match take(&mut outputs, &n) {
-                            Ok(v) => v,
-                            // Decoders with past may not re-emit the encoder's keys and values.
-                            Err(e) => previous
+                        // The encoder's keys and values come from the first step: decoders with
+                        // past don't re-emit them, and merged ones emit empty placeholders.
+                        let kept = if k >= 2 {
+                            previous
                                 .as_ref()
                                 .and_then(|prev| prev.get(i))
                                 .map(|prev| prev[k].clone())
-                                .ok_or(e)?,
+                        } else {
+                            None
+                        };
+                        let value = match kept {
+                            Some(v) => v,
+                            None => take(&mut outputs, &n)?,
                         };
                         layer.push(value);
                     }
