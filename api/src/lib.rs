@@ -13,6 +13,7 @@ pub mod routes;
 pub mod state;
 pub mod store;
 mod telemetry;
+pub mod waiter;
 
 use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware};
 use tower_http::{

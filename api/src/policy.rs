@@ -91,6 +91,7 @@ pub const TENANTS_MANAGE: Rule = Rule {
 /// Every protected route and its rule (public routes: health, metrics, JWKS, login).
 pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("POST", "/v1/jobs", &JOBS_SUBMIT),
+    ("POST", "/v1/translations", &JOBS_SUBMIT),
     ("GET", "/v1/jobs", &JOBS_READ),
     ("GET", "/v1/jobs/{id}", &JOBS_READ),
     ("GET", "/v1/jobs/{id}/results", &JOBS_READ),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<TrustedProxies>,
     /// Installed translation models (from their manifests), for validating translate jobs.
     pub translation_pairs: Arc<Vec<gatehouse_common::models::TranslationPair>>,
+    /// Wakes requests waiting for a job (sync endpoints).
+    pub waiter: crate::waiter::JobWaiter,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,7 @@ impl AppState {
         let retry_ms = u64::try_from(config.retry_delay.as_millis()).unwrap_or(u64::MAX);
         let broker = Broker::new(&config.amqp_url, "gatehouse-api", topology, retry_ms);
         let translation_pairs = gatehouse_common::models::translation_pairs(&config.models_dir);
+        let waiter = crate::waiter::JobWaiter::start(config.database_url.clone());
         Ok(Self {
             pool,
             config: Arc::new(config),
@@ -65,6 +68,7 @@ impl AppState {
             throttle: Arc::new(throttle),
             trusted_proxies: Arc::new(trusted_proxies),
             translation_pairs: Arc::new(translation_pairs),
+            waiter,
         })
     }
 }

@@ -80,6 +80,8 @@ pub struct Config {
     pub limits: Limits,
     /// `GATEHOUSE_CHUNK_ITEMS`: items per queue message.
     pub chunk_items: usize,
+    /// `GATEHOUSE_SYNC_WAIT_MS`: how long the sync endpoints wait before answering 202.
+    pub sync_wait: Duration,
     pub outbox_poll: Duration,
     pub outbox_batch: i64,
     pub worker_prefetch: u16,
@@ -148,6 +150,7 @@ impl Config {
                 max_custom_id_chars: env.positive("GATEHOUSE_MAX_CUSTOM_ID_CHARS", 256)?,
             },
             chunk_items: env.positive("GATEHOUSE_CHUNK_ITEMS", 100)?,
+            sync_wait: Duration::from_millis(env.get("GATEHOUSE_SYNC_WAIT_MS", 10_000)?),
             outbox_poll: Duration::from_millis(env.positive("GATEHOUSE_OUTBOX_POLL_MS", 1000)?),
             outbox_batch: env.positive("GATEHOUSE_OUTBOX_BATCH", 200)?,
             worker_prefetch: env.positive("GATEHOUSE_WORKER_PREFETCH", 8)?,

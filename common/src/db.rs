@@ -72,6 +72,9 @@ pub async fn connect_owner(cfg: &Config) -> Result<PgPool, DbSetupError> {
         .map_err(DbSetupError::Connect)
 }
 
+/// `NOTIFY` channel on which workers announce finished jobs (payload: the job's uuid).
+pub const JOB_DONE_CHANNEL: &str = "gatehouse_job_done";
+
 /// Whose rows a transaction may touch (row-level security).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {

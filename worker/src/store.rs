@@ -228,6 +228,14 @@ pub async fn complete_chunk(
     .bind(failed)
     .fetch_one(&mut *tx)
     .await?;
+    if matches!(job_status.as_str(), "completed" | "failed") {
+        // Delivered at commit: api replicas waiting on this job (sync endpoints) wake up.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(gatehouse_common::db::JOB_DONE_CHANNEL)
+            .bind(chunk.job_id.0.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
 
     sqlx::query(
         r"

@@ -52,7 +52,7 @@ const SOURCE_LANGS: [&str; 3] = ["zh", "en", "auto"];
 const TARGET_LANGS: [&str; 2] = ["en", "zh"];
 
 /// Checks translate options against the installed models; returns them normalised.
-fn translate_options(
+pub(crate) fn translate_options(
     state: &AppState,
     raw: Option<serde_json::Value>,
 ) -> Result<serde_json::Value, ApiError> {
@@ -227,7 +227,7 @@ async fn visible_job(
 }
 
 /// Checks every limit; returns `(custom_ids, texts)`.
-fn validate_items(
+pub(crate) fn validate_items(
     state: &AppState,
     items: Vec<ItemIn>,
 ) -> Result<(Vec<Option<String>>, Vec<String>), ApiError> {

@@ -7,6 +7,7 @@ pub mod health;
 pub mod jobs;
 pub mod keys;
 pub mod tenants;
+pub mod translations;
 pub mod users;
 
 use axum::Router;
@@ -23,6 +24,7 @@ pub fn router() -> Router<AppState> {
         .merge(users::router())
         .merge(tenants::router())
         .merge(audit::router())
+        .merge(translations::router())
 }
 
 /// `?limit=&after=`: keyset pagination over time-ordered ids.

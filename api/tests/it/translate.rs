@@ -187,3 +187,97 @@ async fn auto_detects_the_source_and_bad_options_are_422() {
     worker.stop().await;
     h.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_endpoint_answers_with_the_translation() {
+    let h = Harness::new(&[], true).await;
+    let key = translate_key(&h).await;
+    let worker = h.start_worker().await;
+    let body = json!({"text": "我不知道。", "source_lang": "zh", "target_lang": "en"});
+    let reply = h
+        .call(Method::POST, "/v1/translations", Some(&key), Some(body))
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let result = reply.json();
+    assert_eq!(result["text"], "I don't know.");
+    assert_eq!(result["source_lang"], "zh");
+    assert!(
+        result["model"]
+            .as_str()
+            .expect("model")
+            .starts_with("cn2en-gru@")
+    );
+
+    let body = json!({"texts": ["我爱你。", "😀", "今天很冷。"], "target_lang": "en"});
+    let reply = h
+        .call(Method::POST, "/v1/translations", Some(&key), Some(body))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let results = reply.json()["results"].as_array().expect("results").clone();
+    let texts: Vec<&str> = results
+        .iter()
+        .map(|r| r["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(texts, ["I love you.", "😀", "It is very cold."]);
+
+    for (body, field) in [
+        (json!({"text": "  ", "target_lang": "en"}), "text"),
+        (
+            json!({"texts": ["好", ""], "target_lang": "en"}),
+            "texts[1]",
+        ),
+        (
+            json!({"text": "好", "texts": ["好"], "target_lang": "en"}),
+            "text",
+        ),
+        (
+            json!({"text": "好", "target_lang": "fr"}),
+            "options.target_lang",
+        ),
+    ] {
+        let reply = h
+            .call(Method::POST, "/v1/translations", Some(&key), Some(body))
+            .await;
+        assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(reply.json()["field"], field);
+    }
+    let reply = h
+        .call(
+            Method::POST,
+            "/v1/translations",
+            Some(&h.key),
+            Some(json!({"text": "好", "target_lang": "en"})),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::FORBIDDEN,
+        "the translate scope is needed"
+    );
+    worker.stop().await;
+    h.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_bound_the_sync_endpoint_answers_202_with_the_job() {
+    let h = Harness::new(&[("GATEHOUSE_SYNC_WAIT_MS", "300")], true).await;
+    let key = translate_key(&h).await;
+    // No worker yet: the bound passes.
+    let body = json!({"text": "我累了。", "source_lang": "zh", "target_lang": "en"});
+    let reply = h
+        .call(Method::POST, "/v1/translations", Some(&key), Some(body))
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let id = reply.json()["id"].as_str().expect("id").to_string();
+    assert_eq!(reply.headers["location"], format!("/v1/jobs/{id}").as_str());
+    let worker = h.start_worker().await;
+    let job = h.wait_done_as(&id, &key, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "completed");
+    worker.stop().await;
+    h.teardown().await;
+}

@@ -1,0 +1,177 @@
+//! `POST /v1/translations`: the two-pane translator's call. It goes through the same queue and
+//! workers as any job and waits — on the workers' `NOTIFY`, not a sleep loop — up to
+//! `GATEHOUSE_SYNC_WAIT_MS`: `200` with the result (`text`) or `{"results": [...]}` in order
+//! (`texts`); past the bound, `202` with the job to poll.
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use gatehouse_common::types::JobKind;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::jobs::{ItemIn, translate_options, validate_items};
+use crate::{
+    auth::Principal,
+    error::ApiError,
+    extract::ApiJson,
+    policy,
+    state::AppState,
+    store::jobs::{self, Inserted, NewJob, Visibility},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/translations", post(translate))
+}
+
+#[derive(Debug, Deserialize)]
+struct Translate {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    texts: Option<Vec<String>>,
+    #[serde(default)]
+    source_lang: Option<String>,
+    #[serde(default)]
+    target_lang: Option<String>,
+}
+
+async fn translate(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<ApiJson<Translate>, ApiError>,
+) -> Result<Response, ApiError> {
+    principal.require(&policy::JOBS_SUBMIT)?;
+    let ApiJson(body) = body?;
+    principal.require_scope(JobKind::Translate.as_str())?;
+    let tenant = principal.tenant()?;
+    let (single, texts) = match (body.text, body.texts) {
+        (Some(text), None) => (true, vec![text]),
+        (None, Some(texts)) => (false, texts),
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_body",
+                "text",
+                "send exactly one of `text` or `texts`",
+            ));
+        }
+    };
+    let options = translate_options(
+        &state,
+        Some(json!({ "source_lang": body.source_lang, "target_lang": body.target_lang })),
+    )?;
+    let items = texts
+        .into_iter()
+        .map(|text| ItemIn {
+            custom_id: None,
+            text,
+        })
+        .collect();
+    let (custom_ids, texts) = validate_items(&state, items).map_err(|e| rename_field(e, single))?;
+
+    // Subscribe before the job exists, so its notification cannot be missed.
+    let mut done = state.waiter.subscribe();
+    let actor = principal.actor();
+    let inserted = jobs::insert(
+        &state.pool,
+        NewJob {
+            tenant_id: tenant,
+            key_id: principal.key_id(),
+            actor: actor.clone(),
+            kind: JobKind::Translate,
+            idempotency_key: None,
+            custom_ids,
+            texts,
+            options,
+            chunk_items: state.config.chunk_items,
+        },
+    )
+    .await?;
+    let Inserted::Created(job) = inserted else {
+        return Err(ApiError::Internal("unexpected idempotent replay".into()));
+    };
+    state.outbox_notify.notify_one();
+    metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => "translate").increment(1);
+
+    let deadline = tokio::time::Instant::now() + state.config.sync_wait;
+    let visibility = Visibility::OwnOrShared(&actor);
+    loop {
+        let current = jobs::get(&state.pool, tenant, job.id, visibility)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if current.status.is_terminal() {
+            break;
+        }
+        tokio::select! {
+            received = done.recv() => match received {
+                Ok(id) if id != job.id.0 => continue,
+                // Our job, or notifications were missed (lagged): look again.
+                _ => {}
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                let mut response = (StatusCode::ACCEPTED, Json(current)).into_response();
+                if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                return Ok(response);
+            }
+        }
+    }
+
+    let lines = jobs::results_page(&state.pool, tenant, job.id, -1, i64::MAX).await?;
+    let results: Vec<Value> = lines
+        .into_iter()
+        .map(|line| match line.result {
+            Some(result) => result,
+            None => json!({ "error": line.error }),
+        })
+        .collect();
+    if single {
+        let result = results.into_iter().next().unwrap_or(Value::Null);
+        if let Some(error) = result.get("error") {
+            return Err(ApiError::invalid(
+                "translation_failed",
+                "text",
+                error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("translation failed")
+                    .to_string(),
+            ));
+        }
+        return Ok(Json(result).into_response());
+    }
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+/// `items[0].text` reads as `text` (or `texts[i]`) for this endpoint.
+fn rename_field(error: ApiError, single: bool) -> ApiError {
+    match error {
+        ApiError::Unprocessable {
+            code,
+            detail,
+            field: Some(field),
+        } => {
+            let renamed = if single {
+                field.replace("items[0].text", "text")
+            } else {
+                field.replace("items[", "texts[").replace("].text", "]")
+            };
+            let detail = if single {
+                detail.replace("items[0].text", "text")
+            } else {
+                detail.replace("items[", "texts[").replace("].text", "]")
+            };
+            ApiError::Unprocessable {
+                code,
+                detail,
+                field: Some(renamed),
+            }
+        }
+        other => other,
+    }
+}
