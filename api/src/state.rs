@@ -56,7 +56,10 @@ impl AppState {
         let topology = gatehouse_common::queue::Topology::new(&config.queue_prefix);
         let retry_ms = u64::try_from(config.retry_delay.as_millis()).unwrap_or(u64::MAX);
         let broker = Broker::new(&config.amqp_url, "gatehouse-api", topology, retry_ms);
-        let translation_pairs = gatehouse_common::models::translation_pairs(&config.models_dir);
+        let translation_pairs = gatehouse_common::models::translation_pairs(
+            &config.models_dir,
+            &config.translation_models,
+        );
         let waiter = crate::waiter::JobWaiter::start(config.database_url.clone());
         Ok(Self {
             pool,

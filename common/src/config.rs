@@ -77,6 +77,9 @@ pub struct Config {
     pub models_dir: PathBuf,
     pub ort_dylib_path: PathBuf,
     pub moderation_model: String,
+    /// `GATEHOUSE_TRANSLATION_MODELS`: translation model directories to serve, in order of
+    /// preference (empty: every one installed).
+    pub translation_models: Vec<String>,
     pub limits: Limits,
     /// `GATEHOUSE_CHUNK_ITEMS`: items per queue message.
     pub chunk_items: usize,
@@ -143,6 +146,7 @@ impl Config {
                 PathBuf::from(".cache/onnxruntime/libonnxruntime.so.1.31.1"),
             )?,
             moderation_model: env.get("GATEHOUSE_MODERATION_MODEL", "toxic-bilstm".to_string())?,
+            translation_models: env.list("GATEHOUSE_TRANSLATION_MODELS")?,
             limits: Limits {
                 max_body_bytes: env.positive("GATEHOUSE_MAX_BODY_BYTES", 16 * 1024 * 1024)?,
                 max_items_per_job: env.positive("GATEHOUSE_MAX_ITEMS_PER_JOB", 50_000)?,

@@ -23,9 +23,20 @@ struct Head {
     target_lang: String,
 }
 
-/// Translation models in `dir/*/manifest.json`, sorted by pair then directory (the first one
-/// serves a pair). Unreadable manifests are skipped; fixtures live deeper and are not seen.
-pub fn translation_pairs(dir: &Path) -> Vec<TranslationPair> {
+/// Translation models in `dir/*/manifest.json`. With `only` empty: all of them, sorted by pair
+/// then directory; otherwise just those directories, in that order (the first model listed
+/// for a pair serves it). Unreadable manifests are skipped; fixtures live deeper.
+pub fn translation_pairs(dir: &Path, only: &[String]) -> Vec<TranslationPair> {
+    let all = scan(dir);
+    if only.is_empty() {
+        return all;
+    }
+    only.iter()
+        .filter_map(|name| all.iter().find(|p| &p.model == name).cloned())
+        .collect()
+}
+
+fn scan(dir: &Path) -> Vec<TranslationPair> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -69,7 +80,7 @@ mod tests {
             std::fs::create_dir_all(dir.join(name)).expect("dir");
             std::fs::write(dir.join(name).join("manifest.json"), manifest).expect("write");
         }
-        let pairs = translation_pairs(&dir);
+        let pairs = translation_pairs(&dir, &[]);
         assert_eq!(pairs.len(), 2);
         assert_eq!(
             (pairs[0].source_lang.as_str(), pairs[0].model.as_str()),
@@ -79,7 +90,10 @@ mod tests {
             (pairs[1].source_lang.as_str(), pairs[1].target_lang.as_str()),
             ("zh", "en")
         );
-        assert!(translation_pairs(&dir.join("missing")).is_empty());
+        assert!(translation_pairs(&dir.join("missing"), &[]).is_empty());
+        let chosen = translation_pairs(&dir, &["b-model".to_string(), "classifier".to_string()]);
+        assert_eq!(chosen.len(), 1);
+        assert_eq!(chosen[0].model, "b-model");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

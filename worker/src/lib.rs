@@ -49,8 +49,12 @@ pub struct Models {
 pub fn load_models(config: &Config) -> Result<Models, ModelError> {
     let moderation = load_moderation_model(config)?;
     let env = init_runtime(&config.ort_dylib_path)?;
-    let translation =
-        translator::TranslatorHandle::load(&env, &config.models_dir, config.ort_intra_threads)?;
+    let translation = translator::TranslatorHandle::load(
+        &env,
+        &config.models_dir,
+        &config.translation_models,
+        config.ort_intra_threads,
+    )?;
     if translation.is_none() {
         tracing::warn!(dir = %config.models_dir.display(), "no translation model installed; translate jobs are not consumed");
     }

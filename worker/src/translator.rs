@@ -44,15 +44,17 @@ pub struct TranslatorHandle {
 const BATCH: usize = 32;
 
 impl TranslatorHandle {
-    /// Loads every translation model under `models_dir` (the first per pair); `None` if none.
+    /// Loads the translation models under `models_dir` (`only`: those directories, in order of
+    /// preference; empty: all), the first per pair; `None` if none.
     pub fn load(
         env: &ort::environment::Environment,
         models_dir: &Path,
+        only: &[String],
         threads: usize,
     ) -> Result<Option<Self>, ModelError> {
         let mut translators = Vec::new();
         let mut pairs = Vec::new();
-        for found in translation_pairs(models_dir) {
+        for found in translation_pairs(models_dir, only) {
             if pairs.iter().any(|p: &Pair| {
                 p.source_lang == found.source_lang && p.target_lang == found.target_lang
             }) {
