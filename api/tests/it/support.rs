@@ -182,11 +182,16 @@ impl Harness {
     }
 
     pub async fn results(&self, id: &str) -> Vec<Value> {
+        self.results_as(id, &self.key).await
+    }
+
+    /// The results as seen by the principal behind `bearer`.
+    pub async fn results_as(&self, id: &str, bearer: &str) -> Vec<Value> {
         let reply = self
             .call(
                 Method::GET,
                 &format!("/v1/jobs/{id}/results"),
-                Some(&self.key),
+                Some(bearer),
                 None,
             )
             .await;

@@ -48,31 +48,9 @@ async fn a_translate_job_keeps_layout_and_passes_unknown_text_through() {
         String::from_utf8_lossy(&reply.body)
     );
     let id = reply.json()["id"].as_str().expect("id").to_string();
-    let mut done = Value::Null;
-    for _ in 0..600 {
-        let reply = h
-            .call(Method::GET, &format!("/v1/jobs/{id}"), Some(&key), None)
-            .await;
-        done = reply.json();
-        if done["status"] == "completed" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let done = h.wait_done_as(&id, &key, Duration::from_secs(60)).await;
     assert_eq!(done["status"], "completed", "{done}");
-    let reply = h
-        .call(
-            Method::GET,
-            &format!("/v1/jobs/{id}/results"),
-            Some(&key),
-            None,
-        )
-        .await;
-    let lines: Vec<Value> = std::str::from_utf8(&reply.body)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("line"))
-        .collect();
+    let lines = h.results_as(&id, &key).await;
     assert_eq!(lines.len(), 4);
     let result = |i: usize| &lines[i]["result"];
     assert_eq!(result(0)["text"], "I don't know.");
