@@ -11,7 +11,7 @@ API_BIN := target/debug/gatehouse-api
 # Name prefix of the databases, queues and exchanges the tests create.
 TEST_PREFIX ?= gh_test_
 
-.PHONY: help services models build migrate demo stop test lint clean-test-data loadtest
+.PHONY: help services models build migrate demo stop test lint clean-test-data loadtest bench-translate
 
 help: ## List the targets
 	@echo "Gatehouse make targets:"
@@ -67,3 +67,7 @@ clean-test-data: ## Drop leftover test databases and RabbitMQ queues/exchanges (
 
 loadtest: ## Measure pipeline items/s against raw ONNX Runtime (starts the demo stack if needed)
 	bash loadtest/run.sh
+
+bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, release) vs Python onnxruntime
+	$(CARGO) bench -p gatehouse-worker --bench translate
+	PY="$$(bash scripts/python-env.sh | tail -n 1)" && "$$PY" loadtest/translate.py --bench
