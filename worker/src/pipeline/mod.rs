@@ -90,10 +90,10 @@ impl Pipeline {
                             .await;
                     }
                 };
-                let mut outcomes = Vec::with_capacity(items.len());
-                for (index, text) in &items {
-                    outcomes.push((*index, translate::item(handle, &options, text).await));
-                }
+                let texts: Vec<&str> = items.iter().map(|(_, t)| t.as_str()).collect();
+                let results = translate::items(handle, &options, &texts).await;
+                let outcomes: Vec<(i32, ItemOutcome)> =
+                    items.iter().map(|(i, _)| *i).zip(results).collect();
                 let models: Vec<&str> = handle.pairs().iter().map(|p| p.model.as_str()).collect();
                 (outcomes, models.join(","))
             }

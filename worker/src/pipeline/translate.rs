@@ -38,49 +38,102 @@ fn failed(code: &str, message: String) -> ItemOutcome {
     ItemOutcome::Failed(json!({ "code": code, "message": message }))
 }
 
-/// Translates one item; a failure fails this item only, with a reason.
-pub async fn item(
+/// An item's plan: its language pair and its pieces.
+struct Plan<'a> {
+    source: &'static str,
+    pieces: Vec<Piece<'a>>,
+}
+
+fn plan<'a>(options: &TranslateOptions, text: &'a str) -> Plan<'a> {
+    let source = match options.source_lang.as_str() {
+        "zh" => "zh",
+        "en" => "en",
+        _ => detect(text),
+    };
+    Plan {
+        source,
+        pieces: segment::split(text),
+    }
+}
+
+fn sentences<'p>(pieces: &'p [Piece<'p>]) -> impl Iterator<Item = &'p str> + 'p {
+    pieces.iter().filter_map(|p| match p {
+        Piece::Text(t) if !segment::is_passthrough(t) => Some(*t),
+        _ => None,
+    })
+}
+
+/// Translates a chunk's items. The sentences of all items with the same language pair go to
+/// the model together (full batches); if that fails, each item is retried alone, so a
+/// failure fails only the item it belongs to, with a reason.
+pub async fn items(
     handle: &TranslatorHandle,
     options: &TranslateOptions,
-    text: &str,
-) -> ItemOutcome {
-    let source = if options.source_lang == "auto" {
-        detect(text)
-    } else {
-        options.source_lang.as_str()
-    };
+    texts: &[&str],
+) -> Vec<ItemOutcome> {
     let target = options.target_lang.as_str();
-    let pieces = segment::split(text);
-    if source == target {
-        return ItemOutcome::Succeeded(json!({
-            "text": text, "source_lang": source, "target_lang": target, "model": null, "segments": [],
-        }));
+    let plans: Vec<Plan<'_>> = texts.iter().map(|t| plan(options, t)).collect();
+    let mut outcomes: Vec<Option<ItemOutcome>> = (0..texts.len()).map(|_| None).collect();
+    let mut by_pair: Vec<(usize, Vec<usize>)> = Vec::new();
+    for (i, p) in plans.iter().enumerate() {
+        if p.source == target {
+            outcomes[i] = Some(ItemOutcome::Succeeded(json!({
+                "text": texts[i], "source_lang": p.source, "target_lang": target, "model": null, "segments": [],
+            })));
+            continue;
+        }
+        match handle.pair(p.source, target) {
+            Some((pair, _)) => match by_pair.iter_mut().find(|(k, _)| *k == pair) {
+                Some((_, members)) => members.push(i),
+                None => by_pair.push((pair, vec![i])),
+            },
+            None => {
+                outcomes[i] = Some(failed(
+                    "unsupported_language_pair",
+                    format!("no model translates {} to {target}", p.source),
+                ));
+            }
+        }
     }
-    let Some((pair, info)) = handle.pair(source, target) else {
-        return failed(
-            "unsupported_language_pair",
-            format!("no model translates {source} to {target}"),
-        );
-    };
-    let sentences: Vec<&str> = pieces
-        .iter()
-        .filter_map(|p| match p {
-            Piece::Text(t) if !segment::is_passthrough(t) => Some(*t),
-            _ => None,
-        })
-        .collect();
-    let translated = match handle
-        .translate(pair, sentences.iter().map(|s| s.to_string()).collect())
-        .await
-    {
-        Ok(t) => t,
-        Err(error) => return failed("translation_failed", error.to_string()),
-    };
+    for (pair, members) in by_pair {
+        let model = handle.pairs()[pair].model.clone();
+        let batch: Vec<String> = members
+            .iter()
+            .flat_map(|i| sentences(&plans[*i].pieces).map(str::to_string))
+            .collect();
+        match handle.translate(pair, batch).await {
+            Ok(translated) => {
+                let mut next = translated.into_iter();
+                for i in members {
+                    let count = sentences(&plans[i].pieces).count();
+                    let mine: Vec<String> = next.by_ref().take(count).collect();
+                    outcomes[i] = Some(assemble(&plans[i], target, &model, mine));
+                }
+            }
+            Err(_) => {
+                for i in members {
+                    let mine = sentences(&plans[i].pieces).map(str::to_string).collect();
+                    outcomes[i] = Some(match handle.translate(pair, mine).await {
+                        Ok(translated) => assemble(&plans[i], target, &model, translated),
+                        Err(error) => failed("translation_failed", error.to_string()),
+                    });
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| failed("translation_failed", "not translated".into())))
+        .collect()
+}
+
+/// Puts the translated sentences back between the original gaps.
+fn assemble(plan: &Plan<'_>, target: &str, model: &str, translated: Vec<String>) -> ItemOutcome {
     let mut next = translated.into_iter();
-    let mut out = String::with_capacity(text.len() * 2);
+    let mut out = String::new();
     let mut segments = Vec::new();
     let mut after_text = false;
-    for piece in &pieces {
+    for piece in &plan.pieces {
         // Chinese sentences follow each other without spaces; English ones need one.
         if after_text && piece.is_text() && target == "en" {
             out.push(' ');
@@ -107,9 +160,9 @@ pub async fn item(
     }
     ItemOutcome::Succeeded(json!({
         "text": out,
-        "source_lang": source,
+        "source_lang": plan.source,
         "target_lang": target,
-        "model": info.model,
+        "model": model,
         "segments": segments,
     }))
 }
