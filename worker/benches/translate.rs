@@ -68,6 +68,12 @@ impl Rng {
 }
 
 fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs bench programs too, and
+    // a timed run in a debug build measures nothing.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("translate bench: run it with `cargo bench` (`make bench-translate`); skipped");
+        return;
+    }
     let sentences: usize = env_or("GATEHOUSE_BENCH_SENTENCES", 2000);
     let batch: usize = env_or("GATEHOUSE_BENCH_BATCH", 32);
     let threads: usize = env_or("GATEHOUSE_ORT_INTRA_THREADS", 1);
