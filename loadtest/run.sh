@@ -1,18 +1,22 @@
 #!/usr/bin/env bash
-# Gatehouse load test (run by `make loadtest`): pipeline items/s against raw ONNX Runtime.
+# Gatehouse load tests. LOADTEST_KIND=moderate (default; `make loadtest`): pipeline items/s
+# against raw ONNX Runtime. LOADTEST_KIND=translate (`bash loadtest/translate.sh`): one job of
+# 10,000 zh→en items through the queue.
 #
 #   1. makes sure the demo stack answers (api /readyz 200; otherwise runs `make demo`),
-#   2. creates its own throwaway tenant + API key with the admin CLI,
-#   3. runs loadtest/moderation.py with the project venv's python; arguments pass through:
+#   2. creates its own throwaway tenant + API key with the admin CLI (for translate: a tenant
+#      granting `translate` and a key with that scope),
+#   3. runs loadtest/moderation.py or `loadtest/translate.py --job` with the project venv's
+#      python; arguments pass through:
 #        bash loadtest/run.sh --items 2000 --jobs 4
 #
-# The key goes to moderation.py through the GATEHOUSE_KEY environment variable (not argv,
-# so it never shows in `ps`) and is never printed. Results: loadtest/results/latest.json.
+# The key goes to the script through the GATEHOUSE_KEY environment variable (not argv, so it
+# never shows in `ps`) and is never printed. Results: loadtest/results/.
 # The stack keeps running afterwards (`make stop` stops it).
 #
 # Env: GATEHOUSE_BIN_DIR      directory with gatehouse-api (default target/debug)
 #      GATEHOUSE_API_LISTEN   api address (default 127.0.0.1:8080)
-#      other GATEHOUSE_* variables pass through to the admin CLI and moderation.py.
+#      other GATEHOUSE_* variables pass through to the admin CLI and the python script.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,8 +26,15 @@ cd "$REPO_ROOT"
 BIN_DIR="${GATEHOUSE_BIN_DIR:-target/debug}"
 API_BIN="$BIN_DIR/gatehouse-api"
 
-log() { printf '[loadtest] %s\n' "$*" >&2; }
-die() { printf '[loadtest] ERROR: %s\n' "$*" >&2; exit 2; }
+KIND="${LOADTEST_KIND:-moderate}"
+case "$KIND" in
+    moderate) TAG=loadtest; RESTART="make loadtest" ;;
+    translate) TAG=translate; RESTART="bash loadtest/translate.sh" ;;
+    *) printf 'LOADTEST_KIND must be moderate or translate\n' >&2; exit 2 ;;
+esac
+
+log() { printf '[%s] %s\n' "$TAG" "$*" >&2; }
+die() { printf '[%s] ERROR: %s\n' "$TAG" "$*" >&2; exit 2; }
 
 command -v curl >/dev/null 2>&1 || die "curl is required"
 
@@ -48,7 +59,7 @@ else
     log "$API_URL/readyz is not 200: starting the demo stack with \`make demo\` ..."
     # The demo prints its own demo key; keep its output out of ours (it is in the log).
     mkdir -p .cache/demo
-    demo_log=.cache/demo/loadtest-make-demo.log
+    demo_log=".cache/demo/$TAG-make-demo.log"
     demo_rc=0
     make --no-print-directory demo >"$demo_log" 2>&1 || demo_rc=$?
     # Bounded wait, in case readiness lags the demo's own check.
@@ -63,7 +74,7 @@ else
     if ((demo_rc != 0)); then
         # The api and worker run; only the demo's own sample step failed. Not our concern.
         log "WARNING: \`make demo\` exited $demo_rc after starting the stack (see $demo_log); continuing"
-        grep -E '^(Error|demo: ERROR)' "$demo_log" | head -n 3 | sed 's/^/[loadtest]   /' >&2 || true
+        grep -E '^(Error|demo: ERROR)' "$demo_log" | head -n 3 | sed "s/^/[$TAG]   /" >&2 || true
     fi
     log "stack up (make demo output: $demo_log)"
 fi
@@ -88,21 +99,29 @@ admin() {
     if ((rc != 0)); then
         grep -v -E '^\s+(at |[0-9]+: )|^Stack backtrace:' "$err" | head -n 5 >&2
         rm -f "$err"
-        die "\`gatehouse-api admin $1 $2\` failed (exit $rc). If the binaries were rebuilt since the stack started (e.g. 'database is not migrated'), restart it: make stop && make loadtest"
+        die "\`gatehouse-api admin $1 $2\` failed (exit $rc). If the binaries were rebuilt since the stack started (e.g. 'database is not migrated'), restart it: make stop && $RESTART"
     fi
     rm -f "$err"
     printf '%s\n' "$out"
 }
 # Unique per run (tenant names/slugs may have to be unique).
-name="loadtest-$(date -u +%Y%m%dt%H%M%Sz)-$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
-tenant_json="$(admin tenant create --name "$name")" || exit 2
+rand="$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
+name="$TAG-$(date -u +%Y%m%dt%H%M%Sz)-$rand"
+tenant_json="$(admin tenant create --name "$name" --slug "lt-$TAG-$rand")" || exit 2
 tenant_id="$(json_field id <<<"$tenant_json")" || die "unexpected output from admin tenant create"
+key_args=(--name "$TAG")
+script=(moderation.py)
+if [[ "$KIND" == translate ]]; then
+    admin tenant update --tenant "$tenant_id" --scopes moderate,translate >/dev/null || exit 2
+    key_args+=(--scopes translate)
+    script=(translate.py --job)
+fi
 # The key JSON holds the secret: it stays in this variable only.
-key_json="$(admin key create --tenant "$tenant_id" --name loadtest)" || exit 2
+key_json="$(admin key create --tenant "$tenant_id" "${key_args[@]}")" || exit 2
 GATEHOUSE_KEY="$(json_field key <<<"$key_json")" || die "unexpected output from admin key create"
 key_id="$(json_field id <<<"$key_json")" || key_id="?"
 unset key_json
 log "tenant $tenant_id ($name), key $key_id"
 
 # ---------------------------------------------------------------------------- run
-GATEHOUSE_KEY="$GATEHOUSE_KEY" exec "$PY" "$SCRIPT_DIR/moderation.py" --api "$API_URL" "$@"
+GATEHOUSE_KEY="$GATEHOUSE_KEY" exec "$PY" "$SCRIPT_DIR/${script[0]}" "${script[@]:1}" --api "$API_URL" "$@"
