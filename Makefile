@@ -20,8 +20,8 @@ help: ## List the targets
 services: ## Make Postgres and RabbitMQ reachable (starts or installs them locally if needed)
 	bash scripts/services.sh
 
-models: ## Fetch ONNX Runtime and build the moderation model into models/ (idempotent)
-	bash scripts/fetch-onnxruntime.sh && bash scripts/build-models.sh && bash scripts/build-translation-models.sh && bash scripts/build-test-fixtures.sh
+models: ## Fetch ONNX Runtime and build every model into models/ (idempotent)
+	bash scripts/fetch-onnxruntime.sh && bash scripts/build-models.sh && bash scripts/build-guard-model.sh && bash scripts/build-translation-models.sh && bash scripts/build-test-fixtures.sh
 
 build: ## Build gatehouse-api and gatehouse-worker (debug)
 	$(CARGO) build --workspace --bins
@@ -36,6 +36,7 @@ stop: ## Stop the demo's api and worker
 	bash scripts/stop.sh
 
 test: services models ## Run the whole test suite (needs Postgres and RabbitMQ)
+	bash scripts/python-env.sh >/dev/null  # the OpenAI interop test runs the pinned `openai` client
 	$(CARGO) test --workspace --all-targets
 
 lint: ## rustfmt check and clippy with warnings denied

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod identity;
 pub mod network;
+pub mod openai;
 pub mod policy;
 pub mod relay;
 pub mod routes;

@@ -81,6 +81,18 @@ pub const TENANT_SETTINGS: Rule = Rule {
     roles: &[Admin],
     api_key_only: false,
 };
+/// Read the tenant's moderation policy and its history.
+pub const MODERATION_POLICY_READ: Rule = Rule {
+    name: "moderation_policy.read",
+    roles: &[Admin, Reviewer, Service],
+    api_key_only: false,
+};
+/// Change the tenant's moderation policy.
+pub const MODERATION_POLICY_MANAGE: Rule = Rule {
+    name: "moderation_policy.manage",
+    roles: &[Admin],
+    api_key_only: false,
+};
 /// Tenants (platform operators).
 pub const TENANTS_MANAGE: Rule = Rule {
     name: "tenants.manage",
@@ -92,6 +104,7 @@ pub const TENANTS_MANAGE: Rule = Rule {
 pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("POST", "/v1/jobs", &JOBS_SUBMIT),
     ("POST", "/v1/translations", &JOBS_SUBMIT),
+    ("POST", "/v1/moderations", &JOBS_SUBMIT),
     ("GET", "/v1/jobs", &JOBS_READ),
     ("GET", "/v1/jobs/{id}", &JOBS_READ),
     ("GET", "/v1/jobs/{id}/results", &JOBS_READ),
@@ -108,6 +121,19 @@ pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("PATCH", "/v1/users/{id}", &USERS_MANAGE),
     ("DELETE", "/v1/users/{id}", &USERS_MANAGE),
     ("GET", "/v1/audit", &AUDIT_READ),
+    ("GET", "/v1/moderation/policy", &MODERATION_POLICY_READ),
+    (
+        "GET",
+        "/v1/moderation/policy/versions",
+        &MODERATION_POLICY_READ,
+    ),
+    (
+        "GET",
+        "/v1/moderation/policy/versions/{version}",
+        &MODERATION_POLICY_READ,
+    ),
+    ("PUT", "/v1/moderation/policy", &MODERATION_POLICY_MANAGE),
+    ("PATCH", "/v1/moderation/policy", &MODERATION_POLICY_MANAGE),
     ("GET", "/v1/tenant", &TENANT_SETTINGS),
     ("PATCH", "/v1/tenant", &TENANT_SETTINGS),
     ("POST", "/v1/tenants", &TENANTS_MANAGE),

@@ -27,6 +27,10 @@ impl FromStr for LogFormat {
     }
 }
 
+/// The moderation models a worker runs when `GATEHOUSE_MODERATION_MODELS` is unset: the
+/// multilingual Qwen3Guard-style classifier and the English toxicity model.
+pub const DEFAULT_MODERATION_MODELS: [&str; 2] = ["guard-e5-small", "toxic-bilstm"];
+
 /// Limits enforced by the api on every submission.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -38,6 +42,12 @@ pub struct Limits {
     pub max_text_chars: usize,
     /// `GATEHOUSE_MAX_CUSTOM_ID_CHARS`: longest `custom_id`.
     pub max_custom_id_chars: usize,
+    /// `GATEHOUSE_MAX_MODERATION_INPUTS`: most strings in one `POST /v1/moderations`.
+    pub max_moderation_inputs: usize,
+    /// `GATEHOUSE_MAX_BLOCKLIST_TERMS`: most blocklist terms in one tenant policy.
+    pub max_blocklist_terms: usize,
+    /// `GATEHOUSE_MAX_BLOCKLIST_TERM_CHARS`: longest blocklist term.
+    pub max_blocklist_term_chars: usize,
 }
 
 /// Identity: tokens, keys, logins, network rules.
@@ -76,7 +86,9 @@ pub struct Config {
     pub worker_listen: SocketAddr,
     pub models_dir: PathBuf,
     pub ort_dylib_path: PathBuf,
-    pub moderation_model: String,
+    /// `GATEHOUSE_MODERATION_MODELS`: moderation model directories the worker runs, all on
+    /// every item (the singular `GATEHOUSE_MODERATION_MODEL` is read when the list is unset).
+    pub moderation_models: Vec<String>,
     /// `GATEHOUSE_TRANSLATION_MODELS`: translation model directories to serve, in order of
     /// preference (empty: every one installed).
     pub translation_models: Vec<String>,
@@ -89,6 +101,8 @@ pub struct Config {
     pub outbox_batch: i64,
     pub worker_prefetch: u16,
     pub batch_max_items: usize,
+    /// `GATEHOUSE_BATCH_MAX_TOKENS`: most tokens (padded length × rows) in one model batch.
+    pub batch_max_tokens: usize,
     pub batch_max_wait: Duration,
     pub max_attempts: i32,
     pub retry_delay: Duration,
@@ -145,13 +159,29 @@ impl Config {
                 "ORT_DYLIB_PATH",
                 PathBuf::from(".cache/onnxruntime/libonnxruntime.so.1.31.1"),
             )?,
-            moderation_model: env.get("GATEHOUSE_MODERATION_MODEL", "toxic-bilstm".to_string())?,
+            moderation_models: {
+                let list = env.list("GATEHOUSE_MODERATION_MODELS")?;
+                if !list.is_empty() {
+                    list
+                } else if let Some(one) = lookup("GATEHOUSE_MODERATION_MODEL") {
+                    vec![one]
+                } else {
+                    DEFAULT_MODERATION_MODELS
+                        .iter()
+                        .map(|m| m.to_string())
+                        .collect()
+                }
+            },
             translation_models: env.list("GATEHOUSE_TRANSLATION_MODELS")?,
             limits: Limits {
                 max_body_bytes: env.positive("GATEHOUSE_MAX_BODY_BYTES", 16 * 1024 * 1024)?,
                 max_items_per_job: env.positive("GATEHOUSE_MAX_ITEMS_PER_JOB", 50_000)?,
                 max_text_chars: env.positive("GATEHOUSE_MAX_TEXT_CHARS", 20_000)?,
                 max_custom_id_chars: env.positive("GATEHOUSE_MAX_CUSTOM_ID_CHARS", 256)?,
+                max_moderation_inputs: env.positive("GATEHOUSE_MAX_MODERATION_INPUTS", 1000)?,
+                max_blocklist_terms: env.positive("GATEHOUSE_MAX_BLOCKLIST_TERMS", 20_000)?,
+                max_blocklist_term_chars: env
+                    .positive("GATEHOUSE_MAX_BLOCKLIST_TERM_CHARS", 100)?,
             },
             chunk_items: env.positive("GATEHOUSE_CHUNK_ITEMS", 100)?,
             sync_wait: Duration::from_millis(env.get("GATEHOUSE_SYNC_WAIT_MS", 10_000)?),
@@ -159,6 +189,7 @@ impl Config {
             outbox_batch: env.positive("GATEHOUSE_OUTBOX_BATCH", 200)?,
             worker_prefetch: env.positive("GATEHOUSE_WORKER_PREFETCH", 8)?,
             batch_max_items: env.positive("GATEHOUSE_BATCH_MAX_ITEMS", 64)?,
+            batch_max_tokens: env.positive("GATEHOUSE_BATCH_MAX_TOKENS", 8192)?,
             batch_max_wait: Duration::from_millis(env.get("GATEHOUSE_BATCH_MAX_WAIT_MS", 5)?),
             max_attempts: env.positive("GATEHOUSE_MAX_ATTEMPTS", 5)?,
             retry_delay: Duration::from_millis(env.positive("GATEHOUSE_RETRY_DELAY_MS", 2000)?),
@@ -230,7 +261,7 @@ impl std::fmt::Debug for Config {
             .field("worker_listen", &self.worker_listen)
             .field("models_dir", &self.models_dir)
             .field("ort_dylib_path", &self.ort_dylib_path)
-            .field("moderation_model", &self.moderation_model)
+            .field("moderation_models", &self.moderation_models)
             .field("limits", &self.limits)
             .field("identity", &self.identity)
             .finish_non_exhaustive()

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod db;
 pub mod models;
+pub mod moderation;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

@@ -1,6 +1,10 @@
-//! The model is owned by one OS thread fed by a channel. The thread fills model batches
+//! The model is owned by one OS thread fed by a channel; texts are tokenized before they get
+//! there (off the model thread). Like text-embeddings-inference, the thread forms batches
 //! across requests (chunks from different messages and tenants): it takes whatever is
-//! queued, waits at most `max_wait` for more, then runs batches of at most `max_items`.
+//! queued, waits at most `max_wait` for more, sorts the windows by length and cuts batches
+//! that stay within `max_tokens` (rows × padded length) and `max_items` rows, each padded only
+//! to its own longest row. A text longer than the model's window is several windows; its
+//! scores are the worst (highest) per label over its windows.
 
 use std::{
     sync::{Arc, mpsc},
@@ -10,13 +14,33 @@ use std::{
 
 use tokio::sync::oneshot;
 
-use crate::model::{Classifier, ModelError, ModelInfo};
+use crate::model::{Classifier, ModelError, ModelInfo, TextEncoder, worst};
 
-type Scores = Vec<Vec<f32>>;
+/// Per label, one probability.
+pub type Scores = Vec<f32>;
+
+/// How big a model batch may get, and how long the thread waits to fill one.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub max_items: usize,
+    pub max_tokens: usize,
+    pub max_wait: Duration,
+}
+
+/// Something that turns a text into model windows (the model's [`TextEncoder`] in service).
+pub trait Encode: Send + Sync + 'static {
+    fn windows(&self, text: &str) -> Result<Vec<Vec<i64>>, ModelError>;
+}
+
+impl Encode for TextEncoder {
+    fn windows(&self, text: &str) -> Result<Vec<Vec<i64>>, ModelError> {
+        TextEncoder::windows(self, text)
+    }
+}
 
 struct Request {
-    texts: Vec<String>,
-    reply: oneshot::Sender<Result<Scores, ModelError>>,
+    windows: Vec<Vec<i64>>,
+    reply: oneshot::Sender<Result<Vec<Scores>, ModelError>>,
 }
 
 /// Cheap to clone; dropping every handle stops the model thread.
@@ -24,95 +48,155 @@ struct Request {
 pub struct ModelHandle {
     tx: mpsc::Sender<Request>,
     info: Arc<ModelInfo>,
+    encoder: Arc<dyn Encode>,
+}
+
+/// One text's scores and how many windows it took.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextScores {
+    pub scores: Scores,
+    pub windows: usize,
 }
 
 impl ModelHandle {
-    /// Moves `model` onto its own thread.
+    /// Moves `model` onto its own thread; `encoder` tokenizes on the callers' side.
     pub fn spawn(
         mut model: Box<dyn Classifier>,
-        max_items: usize,
-        max_wait: Duration,
+        encoder: Arc<dyn Encode>,
+        limits: BatchLimits,
     ) -> std::io::Result<Self> {
         let info = Arc::new(model.info().clone());
         let (tx, rx) = mpsc::channel::<Request>();
-        let max_items = max_items.max(1);
+        let limits = BatchLimits {
+            max_items: limits.max_items.max(1),
+            max_tokens: limits.max_tokens.max(1),
+            max_wait: limits.max_wait,
+        };
         thread::Builder::new()
             .name(format!("model-{}", info.name))
-            .spawn(move || run(model.as_mut(), &rx, max_items, max_wait))?;
-        Ok(Self { tx, info })
+            .spawn(move || run(model.as_mut(), &rx, limits))?;
+        Ok(Self { tx, info, encoder })
     }
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
 
-    /// Scores for `texts`, in order.
-    pub async fn classify(&self, texts: Vec<String>) -> Result<Scores, ModelError> {
+    /// Scores for `texts`, in order. Tokenizes on a blocking thread, then waits for the
+    /// model thread.
+    pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<TextScores>, ModelError> {
+        let encoder = self.encoder.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            texts
+                .iter()
+                .map(|t| encoder.windows(t))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| ModelError::Tokenize(e.to_string()))??;
+        let counts: Vec<usize> = encoded.iter().map(Vec::len).collect();
+        let windows: Vec<Vec<i64>> = encoded.into_iter().flatten().collect();
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request { texts, reply })
+            .send(Request { windows, reply })
             .map_err(|_| ModelError::Stopped)?;
-        rx.await.map_err(|_| ModelError::Stopped)?
+        let scores = rx.await.map_err(|_| ModelError::Stopped)??;
+        let mut rest = scores.into_iter();
+        Ok(counts
+            .into_iter()
+            .map(|n| {
+                let mine: Vec<Scores> = rest.by_ref().take(n).collect();
+                TextScores {
+                    scores: worst(&mine),
+                    windows: n,
+                }
+            })
+            .collect())
     }
 }
 
-fn run(
-    model: &mut dyn Classifier,
-    rx: &mpsc::Receiver<Request>,
-    max_items: usize,
-    max_wait: Duration,
-) {
+fn run(model: &mut dyn Classifier, rx: &mpsc::Receiver<Request>, limits: BatchLimits) {
     while let Ok(first) = rx.recv() {
+        let mut queued = first.windows.len();
         let mut requests = vec![first];
-        let mut queued = requests[0].texts.len();
-        let deadline = Instant::now() + max_wait;
-        while queued < max_items {
-            match rx.try_recv() {
-                Ok(req) => {
-                    queued += req.texts.len();
-                    requests.push(req);
-                    continue;
-                }
+        let deadline = Instant::now() + limits.max_wait;
+        while queued < limits.max_items {
+            let next = match rx.try_recv() {
+                Ok(req) => Some(req),
                 Err(mpsc::TryRecvError::Disconnected) => break,
-                Err(mpsc::TryRecvError::Empty) => {}
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            match rx.recv_timeout(deadline - now) {
-                Ok(req) => {
-                    queued += req.texts.len();
-                    requests.push(req);
+                Err(mpsc::TryRecvError::Empty) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    rx.recv_timeout(deadline - now).ok()
                 }
-                Err(_) => break,
-            }
+            };
+            let Some(req) = next else { break };
+            queued += req.windows.len();
+            requests.push(req);
         }
-        process(model, requests, max_items);
+        process(model, requests, limits);
     }
 }
 
-/// Runs the queued requests as batches of at most `max_items`; if a batch fails, its
-/// requests are retried one by one so a bad request cannot fail its neighbours.
-fn process(model: &mut dyn Classifier, requests: Vec<Request>, max_items: usize) {
-    let texts: Vec<String> = requests
+/// Cuts `lengths` (in the order given, i.e. sorted) into consecutive batches: a batch grows
+/// while `rows × longest ≤ max_tokens` and `rows ≤ max_items`; a single row always fits.
+pub fn plan_batches(lengths: &[usize], limits: BatchLimits) -> Vec<std::ops::Range<usize>> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    let mut longest = 0;
+    for (i, len) in lengths.iter().enumerate() {
+        let rows = i - start + 1;
+        let wider = longest.max(*len).max(1);
+        if rows > 1 && (rows > limits.max_items || rows * wider > limits.max_tokens) {
+            batches.push(start..i);
+            start = i;
+            longest = (*len).max(1);
+        } else {
+            longest = wider;
+        }
+    }
+    if start < lengths.len() {
+        batches.push(start..lengths.len());
+    }
+    batches
+}
+
+/// Runs the queued windows sorted by length in token-budgeted batches; if a batch fails,
+/// its requests are retried one by one so a bad request cannot fail its neighbours.
+fn process(model: &mut dyn Classifier, requests: Vec<Request>, limits: BatchLimits) {
+    let windows: Vec<&[i64]> = requests
         .iter()
-        .flat_map(|r| r.texts.iter().cloned())
+        .flat_map(|r| r.windows.iter().map(Vec::as_slice))
         .collect();
-    let mut scores: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
+    let mut order: Vec<usize> = (0..windows.len()).collect();
+    order.sort_by_key(|i| windows[*i].len());
+    let lengths: Vec<usize> = order.iter().map(|i| windows[*i].len()).collect();
+    let mut scores: Vec<Option<Scores>> = vec![None; windows.len()];
     let mut failed = false;
-    for batch in texts.chunks(max_items) {
+    for range in plan_batches(&lengths, limits) {
+        let rows: Vec<&[i64]> = order[range.clone()].iter().map(|i| windows[*i]).collect();
+        let padded = rows.iter().map(|r| r.len()).max().unwrap_or(0) * rows.len();
         let started = Instant::now();
-        match model.classify(batch) {
-            Ok(out) => {
-                metrics::histogram!("gatehouse_model_inference_seconds", "model" => model.info().name.clone())
+        match model.run(&rows) {
+            Ok(out) if out.len() == rows.len() => {
+                let name = model.info().name.clone();
+                metrics::histogram!("gatehouse_model_inference_seconds", "model" => name.clone())
                     .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("gatehouse_model_batch_size", "model" => model.info().name.clone())
-                    .record(batch.len() as f64);
-                scores.extend(out);
+                metrics::histogram!("gatehouse_model_batch_size", "model" => name.clone())
+                    .record(rows.len() as f64);
+                metrics::histogram!("gatehouse_model_batch_tokens", "model" => name)
+                    .record(padded as f64);
+                for (slot, row) in order[range].iter().zip(out) {
+                    scores[*slot] = Some(row);
+                }
             }
-            Err(error) => {
-                tracing::warn!(%error, batch = batch.len(), "batch failed; retrying its requests one by one");
+            Ok(_) | Err(_) => {
+                tracing::warn!(
+                    batch = rows.len(),
+                    "batch failed; retrying its requests one by one"
+                );
                 failed = true;
                 break;
             }
@@ -120,11 +204,11 @@ fn process(model: &mut dyn Classifier, requests: Vec<Request>, max_items: usize)
     }
     if failed {
         for req in requests {
-            let result = req
-                .texts
-                .chunks(max_items)
-                .try_fold(Vec::new(), |mut acc, part| {
-                    acc.extend(model.classify(part)?);
+            let rows: Vec<&[i64]> = req.windows.iter().map(Vec::as_slice).collect();
+            let result = plan_batches(&rows.iter().map(|r| r.len()).collect::<Vec<_>>(), limits)
+                .into_iter()
+                .try_fold(Vec::new(), |mut acc, range| {
+                    acc.extend(model.run(&rows[range])?);
                     Ok(acc)
                 });
             let _ = req.reply.send(result);
@@ -133,8 +217,10 @@ fn process(model: &mut dyn Classifier, requests: Vec<Request>, max_items: usize)
     }
     let mut rest = scores.into_iter();
     for req in requests {
-        let mine: Scores = rest.by_ref().take(req.texts.len()).collect();
-        let _ = req.reply.send(Ok(mine));
+        let mine: Option<Vec<Scores>> = rest.by_ref().take(req.windows.len()).collect();
+        let _ = req
+            .reply
+            .send(mine.ok_or_else(|| ModelError::Inference("a window was not scored".into())));
     }
 }
 
@@ -143,26 +229,54 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Scores a text by its length; records batch sizes; fails on "poison".
+    /// Scores a row by its length; records batch shapes; fails on a row holding 666.
+    type Shapes = Arc<Mutex<Vec<(usize, usize)>>>;
+
     struct Fake {
         info: ModelInfo,
-        batches: Arc<Mutex<Vec<usize>>>,
+        batches: Shapes,
     }
 
     impl Classifier for Fake {
         fn info(&self) -> &ModelInfo {
             &self.info
         }
-        fn classify(&mut self, texts: &[String]) -> Result<Scores, ModelError> {
-            self.batches.lock().expect("lock").push(texts.len());
-            if texts.iter().any(|t| t == "poison") {
+        fn run(&mut self, rows: &[&[i64]]) -> Result<Vec<Scores>, ModelError> {
+            let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+            self.batches
+                .lock()
+                .expect("lock")
+                .push((rows.len(), longest));
+            if rows.iter().any(|r| r.contains(&666)) {
                 return Err(ModelError::Inference("poison".into()));
             }
-            Ok(texts.iter().map(|t| vec![t.len() as f32]).collect())
+            Ok(rows.iter().map(|r| vec![r.len() as f32]).collect())
         }
     }
 
-    fn fake() -> (Box<Fake>, Arc<Mutex<Vec<usize>>>) {
+    /// One id per char (`!` is 666); windows of at most 4 ids.
+    struct Chars;
+
+    impl Encode for Chars {
+        fn windows(&self, text: &str) -> Result<Vec<Vec<i64>>, ModelError> {
+            let ids: Vec<i64> = text
+                .chars()
+                .map(|c| {
+                    if c == '!' {
+                        666
+                    } else {
+                        i64::from(u32::from(c))
+                    }
+                })
+                .collect();
+            if ids.is_empty() {
+                return Ok(vec![Vec::new()]);
+            }
+            Ok(ids.chunks(4).map(<[i64]>::to_vec).collect())
+        }
+    }
+
+    fn spawn(limits: BatchLimits) -> (ModelHandle, Shapes) {
         let batches = Arc::new(Mutex::new(Vec::new()));
         let info = ModelInfo {
             name: "fake".into(),
@@ -170,47 +284,99 @@ mod tests {
             labels: vec!["len".into()],
             threshold: 0.5,
         };
-        (
-            Box::new(Fake {
-                info,
-                batches: batches.clone(),
-            }),
-            batches,
-        )
+        let model = Box::new(Fake {
+            info,
+            batches: batches.clone(),
+        });
+        let handle = ModelHandle::spawn(model, Arc::new(Chars), limits).expect("spawn");
+        (handle, batches)
+    }
+
+    fn limits(max_items: usize, max_tokens: usize, wait_ms: u64) -> BatchLimits {
+        BatchLimits {
+            max_items,
+            max_tokens,
+            max_wait: Duration::from_millis(wait_ms),
+        }
+    }
+
+    fn scores(out: &[TextScores]) -> Vec<f32> {
+        out.iter().map(|t| t.scores[0]).collect()
+    }
+
+    #[test]
+    fn plans_respect_the_token_budget_and_the_row_limit() {
+        let l = limits(3, 10, 0);
+        assert_eq!(
+            plan_batches(&[1, 2, 2, 3, 4, 9, 20], l),
+            vec![0..3, 3..5, 5..6, 6..7]
+        );
+        assert!(plan_batches(&[], l).is_empty());
+        // Rows never exceed max_items even when tokens allow it.
+        assert_eq!(plan_batches(&[1; 7], l), vec![0..3, 3..6, 6..7]);
     }
 
     #[tokio::test]
     async fn batches_fill_across_requests_and_answers_keep_their_order() {
-        let (model, batches) = fake();
-        let handle = ModelHandle::spawn(model, 8, Duration::from_millis(200)).expect("spawn");
+        let (handle, batches) = spawn(limits(8, 1000, 200));
         let a = handle.classify(vec!["a".into(), "bb".into(), "ccc".into()]);
-        let b = handle.classify(vec!["dddd".into(), "eeeee".into()]);
+        let b = handle.classify(vec!["dddd".into(), "e".into()]);
         let (a, b) = tokio::join!(a, b);
-        assert_eq!(a.expect("a"), vec![vec![1.0], vec![2.0], vec![3.0]]);
-        assert_eq!(b.expect("b"), vec![vec![4.0], vec![5.0]]);
-        // Both requests went through one model batch.
-        assert_eq!(*batches.lock().expect("lock"), vec![5]);
+        assert_eq!(scores(&a.expect("a")), [1.0, 2.0, 3.0]);
+        assert_eq!(scores(&b.expect("b")), [4.0, 1.0]);
+        // Both requests went through one model batch, padded to its longest row.
+        assert_eq!(*batches.lock().expect("lock"), vec![(5, 4)]);
     }
 
     #[tokio::test]
-    async fn large_requests_are_split_into_bounded_batches() {
-        let (model, batches) = fake();
-        let handle = ModelHandle::spawn(model, 4, Duration::from_millis(1)).expect("spawn");
-        let texts: Vec<String> = (0..10).map(|i| "x".repeat(i + 1)).collect();
+    async fn sorted_batches_stay_within_the_token_budget() {
+        let (handle, batches) = spawn(limits(64, 8, 1));
+        let texts: Vec<String> = ["aaaa", "a", "aaa", "a", "aa", "aaaa"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let out = handle.classify(texts).await.expect("classify");
-        assert_eq!(out.len(), 10);
-        assert_eq!(out[9], vec![10.0]);
-        assert!(batches.lock().expect("lock").iter().all(|n| *n <= 4));
+        assert_eq!(scores(&out), [4.0, 1.0, 3.0, 1.0, 2.0, 4.0]);
+        let seen = batches.lock().expect("lock").clone();
+        assert!(
+            seen.iter().all(|(rows, longest)| rows * longest <= 8),
+            "{seen:?}"
+        );
+        // Sorted by length: the short rows share batches instead of padding to 4.
+        assert_eq!(seen, vec![(3, 2), (2, 4), (1, 4)]);
+    }
+
+    #[tokio::test]
+    async fn long_texts_take_several_windows_and_keep_the_worst() {
+        let (handle, _) = spawn(limits(64, 1000, 1));
+        let out = handle
+            .classify(vec!["abcdefghij".into(), String::new()])
+            .await
+            .expect("classify");
+        // 10 chars → windows of 4, 4, 2: the worst window scores 4.
+        assert_eq!(
+            out[0],
+            TextScores {
+                scores: vec![4.0],
+                windows: 3
+            }
+        );
+        assert_eq!(
+            out[1],
+            TextScores {
+                scores: vec![0.0],
+                windows: 1
+            }
+        );
     }
 
     #[tokio::test]
     async fn a_failing_request_does_not_fail_its_batch_neighbours() {
-        let (model, _) = fake();
-        let handle = ModelHandle::spawn(model, 8, Duration::from_millis(200)).expect("spawn");
+        let (handle, _) = spawn(limits(8, 1000, 200));
         let good = handle.classify(vec!["ok".into()]);
-        let bad = handle.classify(vec!["poison".into()]);
+        let bad = handle.classify(vec!["x!".into()]);
         let (good, bad) = tokio::join!(good, bad);
-        assert_eq!(good.expect("good"), vec![vec![2.0]]);
+        assert_eq!(scores(&good.expect("good")), [2.0]);
         assert!(matches!(bad, Err(ModelError::Inference(_))));
     }
 }

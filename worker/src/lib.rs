@@ -3,9 +3,11 @@
 
 pub mod batcher;
 pub mod consumer;
+pub mod detect;
 pub mod http;
 pub mod model;
 pub mod pipeline;
+pub mod policy;
 pub mod store;
 pub mod translator;
 
@@ -17,37 +19,46 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    batcher::ModelHandle,
+    batcher::{BatchLimits, ModelHandle},
     consumer::Consumer,
-    model::{ModelError, OnnxClassifier, init_runtime},
+    model::{Classifier, ModelError, OnnxClassifier, init_runtime},
     pipeline::Pipeline,
+    policy::PolicyCache,
 };
 
-/// Loads ONNX Runtime and the moderation model named by the config, on its own thread.
-pub fn load_moderation_model(config: &Config) -> Result<ModelHandle, ModelError> {
+/// Loads ONNX Runtime and every moderation model the config names, each on its own thread.
+pub fn load_moderation_models(config: &Config) -> Result<Vec<ModelHandle>, ModelError> {
     let env = init_runtime(&config.ort_dylib_path)?;
-    let dir = config.models_dir.join(&config.moderation_model);
-    let model = OnnxClassifier::load(&env, &dir, config.ort_intra_threads)?;
-    tracing::info!(model = %model_ref(&model), dir = %dir.display(), "moderation model loaded");
-    ModelHandle::spawn(
-        Box::new(model),
-        config.batch_max_items,
-        config.batch_max_wait,
-    )
-    .map_err(|e| ModelError::Load(format!("cannot start the model thread: {e}")))
+    let limits = BatchLimits {
+        max_items: config.batch_max_items,
+        max_tokens: config.batch_max_tokens,
+        max_wait: config.batch_max_wait,
+    };
+    config
+        .moderation_models
+        .iter()
+        .map(|name| {
+            let dir = config.models_dir.join(name);
+            let model = OnnxClassifier::load(&env, &dir, config.ort_intra_threads)?;
+            let encoder = Arc::new(model.encoder().clone());
+            tracing::info!(model = %model.info().reference(), dir = %dir.display(), "moderation model loaded");
+            ModelHandle::spawn(Box::new(model), encoder, limits)
+                .map_err(|e| ModelError::Load(format!("cannot start the model thread: {e}")))
+        })
+        .collect()
 }
 
 /// The models a worker serves.
 #[derive(Clone)]
 pub struct Models {
-    pub moderation: ModelHandle,
+    pub moderation: Vec<ModelHandle>,
     /// Every translation model found in `GATEHOUSE_MODELS_DIR` (`None`: no translate work).
     pub translation: Option<translator::TranslatorHandle>,
 }
 
 /// Loads ONNX Runtime, the moderation model and every installed translation model.
 pub fn load_models(config: &Config) -> Result<Models, ModelError> {
-    let moderation = load_moderation_model(config)?;
+    let moderation = load_moderation_models(config)?;
     let env = init_runtime(&config.ort_dylib_path)?;
     let translation = translator::TranslatorHandle::load(
         &env,
@@ -62,11 +73,6 @@ pub fn load_models(config: &Config) -> Result<Models, ModelError> {
         moderation,
         translation,
     })
-}
-
-fn model_ref(model: &OnnxClassifier) -> String {
-    use crate::model::Classifier;
-    model.info().reference()
 }
 
 /// A running consumer. `stop` is the SIGTERM path; `kill` simulates a crash.
@@ -107,6 +113,7 @@ pub fn start(
         pipeline: Arc::new(Pipeline {
             pool,
             moderation: models.moderation,
+            policies: PolicyCache::default(),
             translation: models.translation,
             max_attempts: config.max_attempts,
         }),

@@ -76,6 +76,29 @@ pub async fn job_options(pool: &PgPool, chunk: &ChunkMessage) -> Result<Value, s
     Ok(options.unwrap_or_else(|| Value::Object(Default::default())))
 }
 
+/// The moderation policy the job was accepted under: its version (0 = the built-in default)
+/// and, for a stored version, the policy itself.
+pub async fn job_policy(
+    pool: &PgPool,
+    chunk: &ChunkMessage,
+) -> Result<(i32, Option<Value>), sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
+    let row: Option<(i32, Option<Value>)> = sqlx::query_as(
+        r"
+        SELECT j.policy_version, p.policy
+        FROM jobs j
+        LEFT JOIN moderation_policies p
+               ON p.tenant_id = j.tenant_id AND p.version = j.policy_version
+        WHERE j.job_id = $1
+        ",
+    )
+    .bind(chunk.job_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.unwrap_or((0, None)))
+}
+
 /// Keeps the last transient error on the chunk, for operators.
 pub async fn record_error(
     pool: &PgPool,

@@ -6,6 +6,9 @@ pub mod auth;
 pub mod health;
 pub mod jobs;
 pub mod keys;
+pub mod moderation_policy;
+pub mod moderations;
+pub mod sync;
 pub mod tenants;
 pub mod translations;
 pub mod users;
@@ -25,6 +28,8 @@ pub fn router() -> Router<AppState> {
         .merge(tenants::router())
         .merge(audit::router())
         .merge(translations::router())
+        .merge(moderations::router())
+        .merge(moderation_policy::router())
 }
 
 /// `?limit=&after=`: keyset pagination over time-ordered ids.

@@ -6,7 +6,6 @@
 use axum::{
     Json, Router,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
 };
@@ -14,15 +13,11 @@ use gatehouse_common::types::JobKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::jobs::{ItemIn, translate_options, validate_items};
-use crate::{
-    auth::Principal,
-    error::ApiError,
-    extract::ApiJson,
-    policy,
-    state::AppState,
-    store::jobs::{self, Inserted, NewJob, Visibility},
+use super::{
+    jobs::{ItemIn, translate_options, validate_items},
+    sync,
 };
+use crate::{auth::Principal, error::ApiError, extract::ApiJson, policy, state::AppState};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/translations", post(translate))
@@ -48,7 +43,7 @@ async fn translate(
     principal.require(&policy::JOBS_SUBMIT)?;
     let ApiJson(body) = body?;
     principal.require_scope(JobKind::Translate.as_str())?;
-    let tenant = principal.tenant()?;
+    principal.tenant()?;
     let (single, texts) = match (body.text, body.texts) {
         (Some(text), None) => (true, vec![text]),
         (None, Some(texts)) => (false, texts),
@@ -71,65 +66,20 @@ async fn translate(
             text,
         })
         .collect();
-    let (custom_ids, texts) = validate_items(&state, items).map_err(|e| rename_field(e, single))?;
+    let (_, texts) = validate_items(&state, items).map_err(|e| rename_field(e, single))?;
 
-    // Subscribe before the job exists, so its notification cannot be missed.
-    let mut done = state.waiter.subscribe();
-    let actor = principal.actor();
-    let inserted = jobs::insert(
-        &state.pool,
-        NewJob {
-            tenant_id: tenant,
-            key_id: principal.key_id(),
-            actor: actor.clone(),
-            kind: JobKind::Translate,
-            idempotency_key: None,
-            custom_ids,
-            texts,
-            options,
-            chunk_items: state.config.chunk_items,
-        },
+    let results = match sync::submit_and_wait(
+        &state,
+        &principal,
+        JobKind::Translate,
+        texts,
+        options,
     )
-    .await?;
-    let Inserted::Created(job) = inserted else {
-        return Err(ApiError::Internal("unexpected idempotent replay".into()));
+    .await?
+    {
+        sync::Waited::Done { results, .. } => results,
+        sync::Waited::Pending(response) => return Ok(response),
     };
-    state.outbox_notify.notify_one();
-    metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => "translate").increment(1);
-
-    let deadline = tokio::time::Instant::now() + state.config.sync_wait;
-    let visibility = Visibility::OwnOrShared(&actor);
-    loop {
-        let current = jobs::get(&state.pool, tenant, job.id, visibility)
-            .await?
-            .ok_or(ApiError::NotFound)?;
-        if current.status.is_terminal() {
-            break;
-        }
-        tokio::select! {
-            received = done.recv() => match received {
-                Ok(id) if id != job.id.0 => continue,
-                // Our job, or notifications were missed (lagged): look again.
-                _ => {}
-            },
-            () = tokio::time::sleep_until(deadline) => {
-                let mut response = (StatusCode::ACCEPTED, Json(current)).into_response();
-                if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
-                    response.headers_mut().insert(header::LOCATION, location);
-                }
-                return Ok(response);
-            }
-        }
-    }
-
-    let lines = jobs::results_page(&state.pool, tenant, job.id, -1, i64::MAX).await?;
-    let results: Vec<Value> = lines
-        .into_iter()
-        .map(|line| match line.result {
-            Some(result) => result,
-            None => json!({ "error": line.error }),
-        })
-        .collect();
     if single {
         let result = results.into_iter().next().unwrap_or(Value::Null);
         if let Some(error) = result.get("error") {

@@ -119,8 +119,10 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     let mut tx = db::begin(pool, Scope::Tenant(new.tenant_id)).await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         r"
-        INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by, options)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by,
+                          options, policy_version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                (SELECT coalesce(max(version), 0) FROM moderation_policies WHERE tenant_id = $2))
         ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
         RETURNING {JOB_COLUMNS}
         "

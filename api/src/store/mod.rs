@@ -3,5 +3,6 @@
 pub mod audit;
 pub mod jobs;
 pub mod keys;
+pub mod moderation_policies;
 pub mod tenants;
 pub mod users;

@@ -79,6 +79,11 @@ enum Route {
     ReadAudit,
     ShowOwnTenant,
     UpdateOwnTenant,
+    ShowPolicy,
+    PolicyHistory,
+    PolicyVersion,
+    ReplacePolicy,
+    UpdatePolicy,
 }
 
 use Route::*;
@@ -103,6 +108,8 @@ const MATRIX: &[(&[Route], [Expect; 7])] = &[
     (&[UpdateUser, DeleteUser],                       [F,   Y,  F,  F,    F,  F,   U]),
     (&[ReadAudit],                                    [F,   Y,  F,  F,    F,  F,   U]),
     (&[ShowOwnTenant, UpdateOwnTenant],               [F,   Y,  F,  F,    F,  F,   U]),
+    (&[ShowPolicy, PolicyHistory, PolicyVersion],     [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[ReplacePolicy, UpdatePolicy],                  [F,   Y,  F,  F,    F,  F,   U]),
     (&[CreateTenant, ListTenants, UpdateTenant],      [Y,   F,  F,  F,    F,  F,   U]),
 ];
 
@@ -203,6 +210,15 @@ impl World {
             Examples => Req::new(Method::GET, "/v1/examples", None),
             ReadAudit => Req::new(Method::GET, "/v1/audit", None),
             ShowOwnTenant => Req::new(Method::GET, "/v1/tenant", None),
+            ShowPolicy => Req::new(Method::GET, "/v1/moderation/policy", None),
+            PolicyHistory => Req::new(Method::GET, "/v1/moderation/policy/versions", None),
+            PolicyVersion => Req::new(Method::GET, "/v1/moderation/policy/versions/0", None),
+            ReplacePolicy => Req::new(Method::PUT, "/v1/moderation/policy", Some(json!({}))),
+            UpdatePolicy => Req::new(
+                Method::PATCH,
+                "/v1/moderation/policy",
+                Some(json!({"pii_rule_level": "unsafe"})),
+            ),
             UpdateOwnTenant => Req::new(
                 Method::PATCH,
                 "/v1/tenant",
@@ -430,7 +446,7 @@ async fn every_cell_of_the_routes_table() {
 
     // The matrix covers every route exactly once.
     let covered: Vec<Route> = MATRIX.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-    assert_eq!(covered.len(), 27, "every route of the table, once");
+    assert_eq!(covered.len(), 32, "every route of the table, once");
 
     let mut failures = Vec::new();
     let mut cells = 0;
@@ -457,7 +473,7 @@ async fn every_cell_of_the_routes_table() {
             }
         }
     }
-    assert_eq!(cells, 27 * 7);
+    assert_eq!(cells, 32 * 7);
 
     // The principals survived their own ✅ cells (throwaway targets only).
     for who in COLUMNS.iter().copied().filter(|w| *w != Who::Anonymous) {

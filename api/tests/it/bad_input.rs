@@ -56,16 +56,8 @@ async fn bad_input_gets_problem_json_and_stores_nothing() {
         StatusCode::BAD_REQUEST,
         "invalid_json",
     );
-    problem(
-        &h.send(raw(
-            &key,
-            "application/json",
-            r#"{"kind":"moderate","items":[{"text":"\ud800"}]}"#,
-        ))
-        .await,
-        StatusCode::BAD_REQUEST,
-        "invalid_json",
-    );
+    // (Lone surrogates such as `"\ud800"` are not bad input: they are read as U+FFFD; see
+    // moderation.rs.)
     problem(
         &h.send(raw(
             &key,

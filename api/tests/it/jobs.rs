@@ -37,23 +37,30 @@ async fn a_thousand_item_job_completes_with_results_in_order() {
         assert!(line["error"].is_null());
         let result = &line["result"];
         assert!(
-            result["model"]
+            result["models"][0]["ref"]
                 .as_str()
                 .expect("model")
                 .starts_with("toxic-bilstm@")
         );
+        assert_eq!(result["policy"], json!({"version": 0}));
         match i % 3 {
             0 => {
                 assert_eq!(result["flagged"], true);
-                assert_eq!(result["categories"], json!(["toxic", "obscene", "insult"]));
-                let toxic = result["scores"]["toxic"].as_f64().expect("score");
+                assert_eq!(result["level"], "unsafe");
+                // toxic, obscene and insult all land on Qwen3Guard's "unethical acts".
+                assert_eq!(result["categories"], json!(["unethical_acts"]));
+                let toxic = result["toxicity"]["toxic"].as_f64().expect("score");
                 assert!((toxic - 0.989).abs() < 1e-3, "toxic {toxic}");
             }
             1 => {
                 assert_eq!(result["flagged"], false);
+                assert_eq!(result["level"], "safe");
                 assert_eq!(result["categories"], json!([]));
             }
-            _ => assert_eq!(result["scores"].as_object().expect("scores").len(), 6),
+            _ => {
+                assert_eq!(result["scores"].as_object().expect("scores").len(), 9);
+                assert_eq!(result["toxicity"].as_object().expect("toxicity").len(), 6);
+            }
         }
     }
     // One audit record per processed chunk (100 items per chunk by default), one for the job.

@@ -10,5 +10,7 @@ mod identity_blocks;
 mod isolation;
 mod jobs;
 mod jwt;
+mod moderation;
+mod openai_interop;
 mod support;
 mod translate;

@@ -53,7 +53,12 @@ impl Reply {
 impl Harness {
     /// A fresh environment with a tenant and key; the outbox relay runs when `relay`.
     pub async fn new(overrides: &[(&str, &str)], relay: bool) -> Self {
-        let mut vars = vec![("GATEHOUSE_ORT_INTRA_THREADS", "1")];
+        // Delivery mechanics are tested with the small English model alone (fast); the
+        // moderation tests ask for the multilingual classifier too (`GUARD_MODELS`).
+        let mut vars = vec![
+            ("GATEHOUSE_ORT_INTRA_THREADS", "1"),
+            ("GATEHOUSE_MODERATION_MODELS", "toxic-bilstm"),
+        ];
         vars.extend_from_slice(overrides);
         let env = TestEnv::new(&vars).await;
         let state = AppState::new(
@@ -292,6 +297,10 @@ pub async fn new_key(state: &AppState, tenant: TenantId, scopes: &[&str]) -> Str
 pub fn work_queue(h: &Harness) -> String {
     h.topology().work_queue(JobKind::Moderate)
 }
+
+/// Both moderation models, as a worker runs by default.
+pub const GUARD_MODELS: (&str, &str) =
+    ("GATEHOUSE_MODERATION_MODELS", "guard-e5-small,toxic-bilstm");
 
 pub const REFERENCE: &str = "You are so dumb and stupid!";
 pub const BENIGN: &str = "Have a nice day :)";

@@ -23,6 +23,26 @@ pub enum Activation {
     None,
 }
 
+/// How a batch is padded: every row to `max_length` (fixed-shape graphs), or to the longest
+/// row of the batch (dynamic graphs; texts are sorted by length first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PadTo {
+    #[default]
+    MaxLength,
+    Longest,
+}
+
+/// What happens to a text longer than the model's window: cut to `max_length`, or split into
+/// windows that are all scored (the verdict takes the worst window).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LongText {
+    #[default]
+    Truncate,
+    Chunk,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct ManifestFiles {
     pub model: String,
@@ -51,6 +71,18 @@ pub struct Manifest {
     pub unk_token: Option<String>,
     #[serde(default)]
     pub drop_unknown_tokens: bool,
+    #[serde(default)]
+    pub pad_to: PadTo,
+    #[serde(default)]
+    pub long_text: LongText,
+    /// Prepended to every text before tokenization (e5 models want `query: `).
+    #[serde(default)]
+    pub prefix: String,
+    /// Wrapped around every window (`<s> … </s>`) when set; counted in `max_length`.
+    #[serde(default)]
+    pub bos_token_id: Option<i64>,
+    #[serde(default)]
+    pub eos_token_id: Option<i64>,
     /// Logical input → graph input name (`input_ids`, optionally `attention_mask`).
     pub inputs: BTreeMap<String, String>,
     pub output: String,
@@ -106,6 +138,13 @@ impl Manifest {
         }
         if !self.inputs.contains_key("input_ids") {
             return Err(fail("inputs must name `input_ids`"));
+        }
+        let specials =
+            usize::from(self.bos_token_id.is_some()) + usize::from(self.eos_token_id.is_some());
+        if self.max_length <= specials + 1 {
+            return Err(fail(
+                "max_length must leave room for tokens besides bos/eos",
+            ));
         }
         if self.drop_unknown_tokens && self.unk_token.is_none() {
             return Err(fail("drop_unknown_tokens needs unk_token"));

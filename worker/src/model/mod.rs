@@ -6,8 +6,8 @@ mod onnx;
 mod runtime;
 pub mod seq2seq;
 
-pub use manifest::{Manifest, PaddingSide};
-pub use onnx::OnnxClassifier;
+pub use manifest::{LongText, Manifest, PadTo, PaddingSide};
+pub use onnx::{OnnxClassifier, TextEncoder, worst};
 pub use runtime::init_runtime;
 
 /// What results name: `<name>@<first 12 hex digits of the content hash>`.
@@ -58,9 +58,10 @@ pub enum ModelError {
     Stopped,
 }
 
-/// A text classifier: texts in, one probability per label out. Synchronous on purpose: it
-/// runs on the model thread, never on the async runtime.
+/// A text classifier on token windows: rows of ids in (unpadded; the classifier pads the batch
+/// to its longest row), one probability per label out. Synchronous on purpose: it runs on the
+/// model thread, never on the async runtime.
 pub trait Classifier: Send + 'static {
     fn info(&self) -> &ModelInfo;
-    fn classify(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError>;
+    fn run(&mut self, batch: &[&[i64]]) -> Result<Vec<Vec<f32>>, ModelError>;
 }

@@ -12,15 +12,168 @@ use tokenizers::Tokenizer;
 
 use super::{
     Classifier, ModelError, ModelInfo,
-    manifest::{Activation, Manifest, PaddingSide},
+    manifest::{Activation, LongText, Manifest, PadTo, PaddingSide},
 };
 
 pub struct OnnxClassifier {
     info: ModelInfo,
     manifest: Manifest,
-    tokenizer: Tokenizer,
+    encoder: TextEncoder,
     session: Session,
+}
+
+/// Text → token-id windows, as the manifest says. Cheap to clone and usable from any thread,
+/// so tokenization happens off the model thread.
+#[derive(Clone)]
+pub struct TextEncoder {
+    tokenizer: Tokenizer,
     unk_id: Option<u32>,
+    max_length: usize,
+    truncation: PaddingSide,
+    padding: PaddingSide,
+    pad_to: PadTo,
+    long_text: LongText,
+    pad_id: i64,
+    prefix: String,
+    /// Ids of `prefix` alone (trailing spaces trimmed), repeated at the head of every window.
+    prefix_ids: Vec<i64>,
+    bos: Option<i64>,
+    eos: Option<i64>,
+}
+
+impl TextEncoder {
+    fn new(tokenizer: Tokenizer, manifest: &Manifest) -> Result<Self, ModelError> {
+        let unk_id = match (&manifest.unk_token, manifest.drop_unknown_tokens) {
+            (Some(token), true) => Some(tokenizer.token_to_id(token).ok_or_else(|| {
+                ModelError::Load(format!("unk_token `{token}` is not in the vocabulary"))
+            })?),
+            _ => None,
+        };
+        let mut encoder = Self {
+            tokenizer,
+            unk_id,
+            max_length: manifest.max_length,
+            truncation: manifest.truncation_side,
+            padding: manifest.padding_side,
+            pad_to: manifest.pad_to,
+            long_text: manifest.long_text,
+            pad_id: manifest.pad_token_id,
+            prefix: manifest.prefix.clone(),
+            prefix_ids: Vec::new(),
+            bos: manifest.bos_token_id,
+            eos: manifest.eos_token_id,
+        };
+        let trimmed = manifest.prefix.trim_end();
+        if !trimmed.is_empty() {
+            encoder.prefix_ids = encoder.ids(trimmed)?;
+            if encoder.prefix_ids.len() + 1 >= encoder.content_len() {
+                return Err(ModelError::Load(
+                    "the prefix leaves no room in the window".into(),
+                ));
+            }
+        }
+        Ok(encoder)
+    }
+
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
+    }
+
+    pub fn padding_side(&self) -> PaddingSide {
+        self.padding
+    }
+
+    pub fn pad_to(&self) -> PadTo {
+        self.pad_to
+    }
+
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    fn ids(&self, text: &str) -> Result<Vec<i64>, ModelError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
+        Ok(encoding
+            .get_ids()
+            .iter()
+            .filter(|id| Some(**id) != self.unk_id)
+            .map(|id| i64::from(*id))
+            .collect())
+    }
+
+    /// Room for tokens in one window, besides bos/eos.
+    fn content_len(&self) -> usize {
+        self.max_length - usize::from(self.bos.is_some()) - usize::from(self.eos.is_some())
+    }
+
+    fn wrap(&self, content: &[i64]) -> Vec<i64> {
+        let mut window = Vec::with_capacity(content.len() + 2);
+        window.extend(self.bos);
+        window.extend_from_slice(content);
+        window.extend(self.eos);
+        window
+    }
+
+    /// The model inputs for one text: one window (truncated) or, for `long_text: chunk`, as
+    /// many windows as the text needs, each starting with the prefix. Windows are unpadded
+    /// unless the model pads to `max_length`.
+    pub fn windows(&self, text: &str) -> Result<Vec<Vec<i64>>, ModelError> {
+        let ids = self.ids(&format!("{}{text}", self.prefix))?;
+        let room = self.content_len();
+        let windows = match self.long_text {
+            LongText::Truncate => {
+                let kept = if ids.len() > room {
+                    match self.truncation {
+                        PaddingSide::Left => &ids[ids.len() - room..],
+                        PaddingSide::Right => &ids[..room],
+                    }
+                } else {
+                    &ids[..]
+                };
+                vec![self.wrap(kept)]
+            }
+            LongText::Chunk => {
+                // The joint encoding starts with the prefix's ids when the prefix tokenizes
+                // on its own; later windows repeat them so every window reads as a query.
+                let head = if ids.starts_with(&self.prefix_ids) {
+                    self.prefix_ids.len()
+                } else {
+                    0
+                };
+                let (prefix, body) = ids.split_at(head);
+                let step = room - prefix.len();
+                if body.is_empty() {
+                    vec![self.wrap(prefix)]
+                } else {
+                    body.chunks(step)
+                        .map(|part| {
+                            let mut content = prefix.to_vec();
+                            content.extend_from_slice(part);
+                            self.wrap(&content)
+                        })
+                        .collect()
+                }
+            }
+        };
+        Ok(match self.pad_to {
+            PadTo::MaxLength => windows
+                .into_iter()
+                .map(|w| {
+                    fit(
+                        &w,
+                        self.max_length,
+                        self.truncation,
+                        self.padding,
+                        self.pad_id,
+                    )
+                })
+                .collect(),
+            PadTo::Longest => windows,
+        })
+    }
 }
 
 impl OnnxClassifier {
@@ -29,12 +182,7 @@ impl OnnxClassifier {
         let manifest = Manifest::load(dir)?;
         let tokenizer = Tokenizer::from_file(dir.join(&manifest.files.tokenizer))
             .map_err(|e| ModelError::Load(format!("tokenizer: {e}")))?;
-        let unk_id = match (&manifest.unk_token, manifest.drop_unknown_tokens) {
-            (Some(token), true) => Some(tokenizer.token_to_id(token).ok_or_else(|| {
-                ModelError::Load(format!("unk_token `{token}` is not in the vocabulary"))
-            })?),
-            _ => None,
-        };
+        let encoder = TextEncoder::new(tokenizer, &manifest)?;
         let mut builder = Session::builder(env)
             .map_err(|e| ModelError::Load(e.to_string()))?
             .with_optimization_level(GraphOptimizationLevel::Level3)
@@ -75,32 +223,52 @@ impl OnnxClassifier {
         Ok(Self {
             info,
             manifest,
-            tokenizer,
+            encoder,
             session,
-            unk_id,
         })
     }
 
-    /// Token ids for one text, truncated and padded as the manifest says.
-    pub fn encode(&self, text: &str) -> Result<Vec<i64>, ModelError> {
-        let encoding = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| ModelError::Tokenize(e.to_string()))?;
-        let ids: Vec<i64> = encoding
-            .get_ids()
-            .iter()
-            .filter(|id| Some(**id) != self.unk_id)
-            .map(|id| i64::from(*id))
-            .collect();
-        Ok(fit(
-            &ids,
-            self.manifest.max_length,
-            self.manifest.truncation_side,
-            self.manifest.padding_side,
-            self.manifest.pad_token_id,
-        ))
+    pub fn encoder(&self) -> &TextEncoder {
+        &self.encoder
     }
+
+    /// Token ids of one text's first window, padded as the manifest says (for checks).
+    pub fn encode(&self, text: &str) -> Result<Vec<i64>, ModelError> {
+        let window = self
+            .encoder
+            .windows(text)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        Ok(window)
+    }
+
+    /// Probabilities for whole texts: every window scored, the worst (highest) per label kept.
+    pub fn classify(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let mut out = Vec::with_capacity(texts.len());
+        for text in texts {
+            let windows = self.encoder.windows(text)?;
+            let refs: Vec<&[i64]> = windows.iter().map(Vec::as_slice).collect();
+            let scores = self.run(&refs)?;
+            out.push(worst(&scores));
+        }
+        Ok(out)
+    }
+}
+
+/// Per label, the highest probability over a text's windows.
+pub fn worst(windows: &[Vec<f32>]) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::new();
+    for row in windows {
+        if out.is_empty() {
+            out = row.clone();
+        } else {
+            for (o, p) in out.iter_mut().zip(row) {
+                *o = o.max(*p);
+            }
+        }
+    }
+    out
 }
 
 /// Truncates to `len` (keeping the end when `truncation` is left, like Keras' "pre") and pads
@@ -148,20 +316,36 @@ impl Classifier for OnnxClassifier {
         &self.info
     }
 
-    fn classify(&mut self, texts: &[String]) -> Result<Vec<Vec<f32>>, ModelError> {
-        if texts.is_empty() {
+    fn run(&mut self, batch: &[&[i64]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let len = self.manifest.max_length;
-        let mut ids = Vec::with_capacity(texts.len() * len);
-        for text in texts {
-            ids.extend(self.encode(text)?);
+        let len = batch.iter().map(|w| w.len()).max().unwrap_or(0).max(1);
+        let pad = self.manifest.pad_token_id;
+        let mut ids = Vec::with_capacity(batch.len() * len);
+        let mut mask = Vec::with_capacity(batch.len() * len);
+        for window in batch {
+            let padded = fit(
+                window,
+                len,
+                PaddingSide::Right,
+                self.manifest.padding_side,
+                pad,
+            );
+            let real = window.len().min(len);
+            let offset = match self.manifest.padding_side {
+                PaddingSide::Left => len - real,
+                PaddingSide::Right => 0,
+            };
+            for (i, id) in padded.iter().enumerate() {
+                // Padding added here is masked by position; a fixed-length model's own
+                // padding (already in the window) by id, as before.
+                let inside = i >= offset && i < offset + real;
+                mask.push(i64::from(inside && *id != pad));
+            }
+            ids.extend(padded);
         }
-        let shape = [texts.len(), len];
-        let mask: Vec<i64> = ids
-            .iter()
-            .map(|id| i64::from(*id != self.manifest.pad_token_id))
-            .collect();
+        let shape = [batch.len(), len];
         let ids_tensor = TensorRef::from_array_view((shape, ids.as_slice()))
             .map_err(|e| ModelError::Inference(e.to_string()))?;
         let ids_name = self.manifest.inputs["input_ids"].clone();
@@ -184,12 +368,12 @@ impl Classifier for OnnxClassifier {
         let width = self.manifest.labels.len();
         if out_shape.len() != 2
             || out_shape[1] as usize != width
-            || data.len() != texts.len() * width
+            || data.len() != batch.len() * width
         {
             return Err(ModelError::Inference(format!(
-                "unexpected output shape {:?} for {} texts and {} labels",
+                "unexpected output shape {:?} for {} rows and {} labels",
                 &**out_shape,
-                texts.len(),
+                batch.len(),
                 width
             )));
         }

@@ -13,6 +13,7 @@ use serde_json::json;
 use crate::{
     batcher::ModelHandle,
     model::ModelError,
+    policy::{PolicyCache, PolicyLoadError},
     store::{self, ChunkEnd, ItemOutcome},
     translator::TranslatorHandle,
 };
@@ -35,11 +36,15 @@ pub enum TransientError {
     Database(#[from] sqlx::Error),
     #[error("model error")]
     Model(#[from] ModelError),
+    #[error("policy error")]
+    Policy(#[from] PolicyLoadError),
 }
 
 pub struct Pipeline {
     pub pool: sqlx::PgPool,
-    pub moderation: ModelHandle,
+    /// Every moderation model; each item goes through all of them.
+    pub moderation: Vec<ModelHandle>,
+    pub policies: PolicyCache,
     /// `None` when no translation model is installed (the worker then takes no translate work).
     pub translation: Option<TranslatorHandle>,
     pub max_attempts: i32,
@@ -56,21 +61,7 @@ impl Pipeline {
         let started = Instant::now();
         let items = store::pending_items(&self.pool, chunk).await?;
         let (outcomes, model) = match chunk.kind {
-            JobKind::Moderate => {
-                let texts: Vec<String> = items.iter().map(|(_, t)| t.clone()).collect();
-                let scores = self.moderation.classify(texts).await?;
-                let info = self.moderation.info();
-                let outcomes: Vec<(i32, ItemOutcome)> = items
-                    .iter()
-                    .zip(scores)
-                    .map(|((index, _), probabilities)| {
-                        let result = moderate::result(info, &probabilities);
-                        let value = serde_json::to_value(result).unwrap_or_default();
-                        (*index, ItemOutcome::Succeeded(value))
-                    })
-                    .collect();
-                (outcomes, info.reference())
-            }
+            JobKind::Moderate => self.moderate(chunk, &items).await?,
             JobKind::Translate => {
                 let handle = self.translation.as_ref().ok_or_else(|| {
                     ModelError::Load("no translation model on this worker".into())
@@ -102,6 +93,40 @@ impl Pipeline {
             .await
     }
 
+    /// Runs every moderation model over the chunk's texts (concurrently: each has its own
+    /// thread) and judges each item under the job's policy.
+    async fn moderate(
+        &self,
+        chunk: &ChunkMessage,
+        items: &[(i32, String)],
+    ) -> Result<(Vec<(i32, ItemOutcome)>, String), TransientError> {
+        let policy = self.policies.for_chunk(&self.pool, chunk).await?;
+        let texts: Vec<String> = items.iter().map(|(_, t)| t.clone()).collect();
+        let runs = self
+            .moderation
+            .iter()
+            .map(|model| model.classify(texts.clone()));
+        let per_model = futures_util::future::try_join_all(runs).await?;
+        let infos: Vec<&crate::model::ModelInfo> =
+            self.moderation.iter().map(ModelHandle::info).collect();
+        let outcomes = items
+            .iter()
+            .enumerate()
+            .map(|(i, (index, text))| {
+                let models: Vec<_> = infos
+                    .iter()
+                    .zip(&per_model)
+                    .filter_map(|(info, scores)| scores.get(i).map(|s| (*info, s)))
+                    .collect();
+                let result = moderate::verdict(text, &models, &policy);
+                let value = serde_json::to_value(result).unwrap_or_default();
+                (*index, ItemOutcome::Succeeded(value))
+            })
+            .collect();
+        let names: Vec<String> = infos.iter().map(|i| i.reference()).collect();
+        Ok((outcomes, names.join(",")))
+    }
+
     async fn finish(
         &self,
         chunk: &ChunkMessage,
@@ -125,6 +150,9 @@ impl Pipeline {
         match applied {
             Some(applied) => {
                 record_items(chunk.kind, applied.succeeded, applied.failed);
+                if chunk.kind == JobKind::Moderate {
+                    record_verdicts(&outcomes);
+                }
                 Ok(Outcome::Done)
             }
             None => Ok(Outcome::Duplicate),
@@ -158,6 +186,22 @@ impl Pipeline {
                 Ok(Outcome::Dead)
             }
             None => Ok(Outcome::Duplicate),
+        }
+    }
+}
+
+/// Verdict counters, from committed results only (a redelivery counts nothing twice).
+fn record_verdicts(outcomes: &[(i32, ItemOutcome)]) {
+    for (_, outcome) in outcomes {
+        let ItemOutcome::Succeeded(result) = outcome else {
+            continue;
+        };
+        let level = result["level"].as_str().unwrap_or("unknown").to_string();
+        metrics::counter!("gatehouse_moderation_verdicts_total", "level" => level).increment(1);
+        for category in result["categories"].as_array().into_iter().flatten() {
+            let category = category.as_str().unwrap_or("unknown").to_string();
+            metrics::counter!("gatehouse_moderation_flags_total", "category" => category)
+                .increment(1);
         }
     }
 }

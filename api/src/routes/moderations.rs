@@ -1,0 +1,188 @@
+//! `POST /v1/moderations`, OpenAI-compatible: `{"input": "text" | ["text", ...] |
+//! [{"type": "text", "text": "..."}, ...], "model"?: "..."}` → `{"id", "model", "results"}`
+//! with OpenAI's categories, plus `level` and our full verdict under `gatehouse`. The texts run
+//! as a moderation job through the same queue and workers; past `GATEHOUSE_SYNC_WAIT_MS` the
+//! answer is `202` with the job to poll.
+
+use axum::{
+    Json, Router, extract::State, response::IntoResponse, response::Response, routing::post,
+};
+use gatehouse_common::types::JobKind;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::sync::{self, Waited};
+use crate::{auth::Principal, error::ApiError, extract::ApiJson, openai, policy, state::AppState};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/moderations", post(moderate))
+}
+
+#[derive(Debug, Deserialize)]
+struct ModerationRequest {
+    #[serde(default)]
+    input: Option<Value>,
+    /// Accepted for compatibility (`omni-moderation-latest`, ...); Gatehouse answers with the
+    /// models it ran.
+    #[serde(default)]
+    #[allow(dead_code)]
+    model: Option<String>,
+}
+
+async fn moderate(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Result<ApiJson<ModerationRequest>, ApiError>,
+) -> Result<Response, ApiError> {
+    principal.require(&policy::JOBS_SUBMIT)?;
+    let ApiJson(body) = body?;
+    principal.require_scope(JobKind::Moderate.as_str())?;
+    let texts = inputs(&state, body.input)?;
+    let results =
+        match sync::submit_and_wait(&state, &principal, JobKind::Moderate, texts, json!({})).await?
+        {
+            Waited::Done { job, results } => (job, results),
+            Waited::Pending(response) => return Ok(response),
+        };
+    let (job, results) = results;
+    let mut out = Vec::with_capacity(results.len());
+    let mut model = String::new();
+    for (i, ours) in results.iter().enumerate() {
+        if let Some(error) = ours.get("error") {
+            return Err(ApiError::Internal(format!(
+                "input[{i}] could not be moderated: {}",
+                error
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error")
+            )));
+        }
+        if model.is_empty() {
+            model = model_name(ours);
+        }
+        out.push(openai::result(ours));
+    }
+    Ok(Json(json!({ "id": job.to_string(), "model": model, "results": out })).into_response())
+}
+
+/// `guard-e5-small@…+toxic-bilstm@…`: the models that judged the input.
+fn model_name(result: &Value) -> String {
+    let refs: Vec<&str> = result["models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["ref"].as_str())
+        .collect();
+    if refs.is_empty() {
+        "gatehouse".into()
+    } else {
+        refs.join("+")
+    }
+}
+
+/// The texts of `input`, checked against the limits, each error naming its field.
+fn inputs(state: &AppState, input: Option<Value>) -> Result<Vec<String>, ApiError> {
+    let limits = &state.config.limits;
+    let invalid = |code, field: String, detail: String| ApiError::invalid(code, field, detail);
+    let (single, values) = match input {
+        None | Some(Value::Null) => {
+            return Err(invalid(
+                "missing_input",
+                "input".into(),
+                "`input` is required".into(),
+            ));
+        }
+        Some(Value::String(text)) => (true, vec![Value::String(text)]),
+        Some(Value::Array(values)) => (false, values),
+        Some(_) => {
+            return Err(invalid(
+                "invalid_input",
+                "input".into(),
+                "`input` must be a string or an array of strings".into(),
+            ));
+        }
+    };
+    if values.is_empty() {
+        return Err(invalid(
+            "empty_input",
+            "input".into(),
+            "`input` must hold at least one text".into(),
+        ));
+    }
+    if values.len() > limits.max_moderation_inputs {
+        return Err(invalid(
+            "too_many_inputs",
+            "input".into(),
+            format!(
+                "{} inputs; at most {} per request (GATEHOUSE_MAX_MODERATION_INPUTS)",
+                values.len(),
+                limits.max_moderation_inputs
+            ),
+        ));
+    }
+    let mut texts = Vec::with_capacity(values.len());
+    for (i, value) in values.into_iter().enumerate() {
+        let field = if single {
+            "input".to_string()
+        } else {
+            format!("input[{i}]")
+        };
+        let text = match value {
+            Value::String(text) => text,
+            // OpenAI's multi-modal form: text parts only.
+            Value::Object(part) if part.get("type") == Some(&json!("text")) => {
+                match part.get("text") {
+                    Some(Value::String(text)) => text.clone(),
+                    _ => {
+                        return Err(invalid(
+                            "invalid_input",
+                            format!("{field}.text"),
+                            format!("{field}.text must be a string"),
+                        ));
+                    }
+                }
+            }
+            Value::Object(_) => {
+                return Err(invalid(
+                    "unsupported_input",
+                    format!("{field}.type"),
+                    format!("{field}: only `text` parts are supported"),
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    "invalid_input",
+                    field.clone(),
+                    format!("{field} must be a string"),
+                ));
+            }
+        };
+        if text.trim().is_empty() {
+            return Err(invalid(
+                "empty_text",
+                field.clone(),
+                format!("{field} is empty"),
+            ));
+        }
+        let chars = text.chars().count();
+        if chars > limits.max_text_chars {
+            return Err(invalid(
+                "text_too_long",
+                field.clone(),
+                format!(
+                    "{field} has {chars} characters; at most {} (GATEHOUSE_MAX_TEXT_CHARS)",
+                    limits.max_text_chars
+                ),
+            ));
+        }
+        if text.contains('\0') {
+            return Err(invalid(
+                "invalid_text",
+                field.clone(),
+                format!("{field} contains a NUL character"),
+            ));
+        }
+        texts.push(text);
+    }
+    Ok(texts)
+}

@@ -1,0 +1,97 @@
+//! The synchronous endpoints' shared path (`POST /v1/translations`, `POST /v1/moderations`):
+//! store the texts as an ordinary job, so they go through the same queue and workers, then
+//! wait — on the workers' `NOTIFY`, not a sleep loop — up to `GATEHOUSE_SYNC_WAIT_MS`.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use gatehouse_common::types::{JobId, JobKind};
+use serde_json::{Value, json};
+
+use crate::{
+    auth::Principal,
+    error::ApiError,
+    state::AppState,
+    store::jobs::{self, Inserted, NewJob, Visibility},
+};
+
+pub enum Waited {
+    /// The job finished in time: its id and each item's result (or `{"error": ...}`), in order.
+    Done { job: JobId, results: Vec<Value> },
+    /// Still running at the bound: `202` with the job and its `Location`.
+    Pending(Response),
+}
+
+/// Submits `texts` as a `kind` job and waits for it.
+pub async fn submit_and_wait(
+    state: &AppState,
+    principal: &Principal,
+    kind: JobKind,
+    texts: Vec<String>,
+    options: Value,
+) -> Result<Waited, ApiError> {
+    let tenant = principal.tenant()?;
+    // Subscribe before the job exists, so its notification cannot be missed.
+    let mut done = state.waiter.subscribe();
+    let actor = principal.actor();
+    let inserted = jobs::insert(
+        &state.pool,
+        NewJob {
+            tenant_id: tenant,
+            key_id: principal.key_id(),
+            actor: actor.clone(),
+            kind,
+            idempotency_key: None,
+            custom_ids: vec![None; texts.len()],
+            texts,
+            options,
+            chunk_items: state.config.chunk_items,
+        },
+    )
+    .await?;
+    let Inserted::Created(job) = inserted else {
+        return Err(ApiError::Internal("unexpected idempotent replay".into()));
+    };
+    state.outbox_notify.notify_one();
+    metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
+
+    let deadline = tokio::time::Instant::now() + state.config.sync_wait;
+    let visibility = Visibility::OwnOrShared(&actor);
+    loop {
+        let current = jobs::get(&state.pool, tenant, job.id, visibility)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        if current.status.is_terminal() {
+            break;
+        }
+        tokio::select! {
+            received = done.recv() => match received {
+                Ok(id) if id != job.id.0 => continue,
+                // Our job, or notifications were missed (lagged): look again.
+                _ => {}
+            },
+            () = tokio::time::sleep_until(deadline) => {
+                let mut response = (StatusCode::ACCEPTED, Json(current)).into_response();
+                if let Ok(location) = HeaderValue::from_str(&format!("/v1/jobs/{}", job.id)) {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                return Ok(Waited::Pending(response));
+            }
+        }
+    }
+
+    let lines = jobs::results_page(&state.pool, tenant, job.id, -1, i64::MAX).await?;
+    let results = lines
+        .into_iter()
+        .map(|line| match line.result {
+            Some(result) => result,
+            None => json!({ "error": line.error }),
+        })
+        .collect();
+    Ok(Waited::Done {
+        job: job.id,
+        results,
+    })
+}
