@@ -206,25 +206,43 @@ for line in sys.stdin:
     top = max(scores.items(), key=lambda kv: kv[1]) if scores else None
     rows.append((
         cid,
-        "YES" if res.get("flagged") else "no",
+        res.get("level") or ("YES" if res.get("flagged") else "no"),
         ",".join(res.get("categories") or []) or "-",
         f"{top[0]} {top[1]:.3f}" if top else "-",
         cut(text, 60),
     ))
 
-head = ("custom_id", "flagged", "categories", "top score", "text")
+head = ("custom_id", "level", "categories", "top score", "text")
 widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)] if rows else [len(h) for h in head]
 fmt = "  ".join("{:<%d}" % w for w in widths[:-1]) + "  {}"
 print(fmt.format(*head))
 print(fmt.format(*("-" * w for w in widths)))
 for row in rows:
     print(fmt.format(*row))
-flagged = sum(1 for r in rows if r[1] == "YES")
+flagged = sum(1 for r in rows if r[1] in ("YES", "controversial", "unsafe"))
 print(f"\n{len(rows)} results, {flagged} flagged")
 ' "$SAMPLE" <<<"$results"
 
 step "job"
 python3 -m json.tool <<<"$job"
+
+# ---------------------------------------------------------------------------- OpenAI-compatible
+step "POST /v1/moderations (OpenAI-compatible, waits for the workers)"
+modr="$(curl -sS --max-time 60 -X POST "$API_URL/v1/moderations" \
+    -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    -d '{"model": "omni-moderation-latest", "input": ["我要杀了你", "What a lovely day."]}' \
+    -w '\n%{http_code}')" || die "POST /v1/moderations failed"
+code="${modr##*$'\n'}"
+[[ "$code" == "200" ]] || die "POST /v1/moderations -> HTTP $code: ${modr%$'\n'*}"
+python3 -c '
+import json, sys
+body = json.load(sys.stdin)
+print("model:", body["model"])
+for r in body["results"]:
+    on = [k for k, v in r["categories"].items() if v]
+    ours = r["gatehouse"]["categories"]
+    print("  flagged=%-5s level=%-13s openai=%s gatehouse=%s" % (r["flagged"], r["level"], on, ours))
+' <<<"${modr%$'\n'*}"
 
 cat <<EOF
 
