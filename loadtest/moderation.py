@@ -3,22 +3,35 @@
 
 One run does, in order, on the same machine:
 
-  1. baseline  raw ONNX Runtime (Python) on the same model.onnx with the same preprocessing
-               as the worker (tokenizer.json, [UNK] dropped, last max_length ids kept,
-               left-padded), batch --batch, --threads intra-op threads, over the same N
-               texts. Tokenization is inside the timed loop (the worker does it too).
-               Warmed up first.
+  1. baseline  raw ONNX Runtime (Python) running every moderation model the worker runs
+               (--models, default GATEHOUSE_MODERATION_MODELS: guard-e5-small and
+               toxic-bilstm), the way the worker does: each model on its own thread,
+               concurrently, over the same N texts; the worker's preprocessing (manifest:
+               prefix, bos/eos, windows of max_length for long texts, [UNK] dropping,
+               fixed-length padding for the BiLSTM); texts taken in groups of --chunk (the
+               worker's chunks), windows sorted by length and cut into batches of at most
+               --batch-items rows and --batch-tokens tokens (rows x longest row), each padded
+               only to its own longest row (attention_mask 0 on padding); --threads intra-op
+               threads per session, spinning off (as the worker). Tokenization is inside the
+               timed loop. Warmed up first.
   2. pipeline  the same N texts end to end through the running Gatehouse: one job (or
                --jobs K concurrent jobs splitting N) submitted with POST /v1/jobs, polled
                every --poll seconds until every job is completed/failed. Reports the items/s
                from the first POST to the poll that saw the last job finish, the POST /v1/jobs
                latency (202) and the time to the first finished item.
-  3. check     downloads the results and compares every item's scores with the baseline's
-               (the two must agree: same model, same preprocessing).
+  3. alone     each model alone (raw ORT, same loop), for context (not part of the ratio).
+  4. check     downloads the results and compares them with the baseline: `toxicity` (the
+               BiLSTM's own labels) always; `scores` (every category: the highest of the
+               guard's probability and the toxicity labels mapped onto the taxonomy) where no
+               rule (PII, blocklist) fired; `windows`. Same models, same preprocessing: they
+               must agree to 1e-3.
 
 Prints a table and one JSON line, and writes that JSON to loadtest/results/latest.json.
-When the worker's /metrics is reachable, the model/chunk histograms are diffed over the
-pipeline run to show where the worker spent its time.
+When the worker's /metrics is reachable, the per-model batch/inference histograms are
+diffed over the pipeline run to show where the worker spent its time.
+
+The texts: a deterministic (seeded) mix of English and Chinese user comments, mostly benign,
+some insults and threats; most under 60 tokens, about 2 % long (several model windows).
 
 Talks only to loopback addresses. Every wait is bounded. Exit status: 0 ok, 1 the run
 failed (a job failed, scores disagree, timeout), 2 usage/setup error.
@@ -38,6 +51,7 @@ import random
 import re
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -49,11 +63,26 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parent
 SCORE_TOLERANCE = 1e-3  # results carry 6 decimals; thread count changes float sums a little
+DEFAULT_MODELS = "guard-e5-small,toxic-bilstm"  # the worker's default (common/src/config.rs)
+
+# Qwen3Guard's categories (common/src/moderation.rs), and where the English toxicity model's
+# labels land in them.
+CATEGORIES = (
+    "violent", "non_violent_illegal_acts", "sexual_content", "pii", "suicide_self_harm",
+    "unethical_acts", "politically_sensitive", "copyright_violation", "jailbreak",
+)
+TOXICITY_CATEGORY = {
+    "toxic": "unethical_acts", "severe_toxic": "unethical_acts", "obscene": "unethical_acts",
+    "insult": "unethical_acts", "identity_hate": "unethical_acts", "threat": "violent",
+}
+FLAG_AT = 0.5  # the default policy's `controversial` threshold
+
 
 # --------------------------------------------------------------------------- texts
 
-# A small, varied English corpus in the register of user comments. Mostly benign; some
-# sentences are toxic (insults, obscenity, threats) so the model has work on both sides.
+# Small, varied corpora in the register of user comments, English and Chinese. Mostly
+# benign; some sentences are toxic (insults, obscenity, threats) so the models have work on
+# both sides.
 BENIGN = [
     "Thanks for the quick reply, that fixed my problem.",
     "I think the second paragraph needs a citation before it can stay.",
@@ -112,45 +141,147 @@ FILLER = [
     "honestly", "anyway", "also", "by the way", "in my opinion", "to be fair",
     "as I said", "frankly", "well", "for what it's worth", "again", "seriously",
 ]
+BENIGN_ZH = [
+    "谢谢你的耐心解答，问题已经解决了。",
+    "这家店的牛肉面味道很好，就是排队的人有点多。",
+    "第二段的数据需要注明出处，不然很难让人信服。",
+    "有人试过用空气炸锅做这道菜吗？",
+    "更新之后手机上的登录页面打不开了，电脑上倒是正常。",
+    "这篇文章写得很用心，学到了不少运河的历史。",
+    "请大家就事论事，不要跑题。",
+    "会议改到周四下午了，因为周一放假。",
+    "快递晚了两天才到，箱子也有点压坏了。",
+    "能分享一下这些数字的来源吗？",
+    "我不太同意这个观点，去年的数据显示的是另一种趋势。",
+    "这是我目前看到的讲得最清楚的教程。",
+    "酒店的服务员很热情，房间也很干净。",
+    "周末带孩子去公园放风筝，天气特别好。",
+    "祝你生日快乐，和家人度过美好的一天！",
+    "电池续航大概六个小时，屏幕亮度开一半。",
+    "有意思的观点，不过这个研究只有四十个参与者。",
+    "下周我休假，邮件可能回复得比较慢。",
+    "河边的那个公园早上散步特别舒服。",
+    "建议增加一个关于环境影响的章节。",
+    "欢迎加入项目，有问题随时在讨论区提问。",
+    "新版本速度快了不少，但是内存占用明显变高了。",
+    "我完全按照步骤操作了，还是编译不通过。",
+    "照片拍得真好看，夕阳的颜色太美了。",
+    "客服一个小时内就帮我解决了问题，点赞。",
+    "这个来源不太可靠吧，看起来像是个人博客。",
+    "这两篇文章内容重复，建议合并。",
+    "感谢大家的反馈，我今晚修改一下草稿。",
+    "雨后山路有点滑，但是山顶的风景值得一去。",
+    "请问这家店周日几点开门？",
+    "这个游戏前几关有点无聊，后面越来越好玩。",
+    "讲解得很详细，现在终于弄明白了。",
+    "讲座会录像，之后会上传到网上。",
+    "续集没有第一部好看，剧情太拖沓了。",
+    "楼主的分享很实用，先收藏了。",
+    "这款耳机降噪效果不错，戴久了耳朵也不疼。",
+    "今天地铁又晚点了，上班差点迟到。",
+    "有没有人知道这个软件怎么导出数据？",
+    "这道题的第二种解法更简洁，学习了。",
+    "妈妈做的红烧肉永远是最好吃的。",
+]
+TOXIC_ZH = [
+    "你就是个白痴，这里没人欢迎你。",
+    "闭嘴吧，蠢货。",
+    "真是个可怜的废物，赶紧滚。",
+    "你脑子有病吧，看你的评论都觉得恶心。",
+    "这是我见过最垃圾的东西，你这个小丑。",
+    "滚开，你这个无知的傻瓜。",
+    "我讨厌你，讨厌你写的每一个字。",
+    "你真让人恶心，你改的东西全是垃圾。",
+    "别再破坏页面了，你这个白痴。",
+    "没人在乎你那愚蠢的看法，傻子。",
+    "去死吧，永远别回来。",
+    "我会找到你，让你为此后悔。",
+    "再让我看到你，我就打断你的腿。",
+    "你应该感到羞耻，你这个没用的东西。",
+]
+FILLER_ZH = ["说实话，", "顺便说一句，", "个人觉得", "其实", "讲真，", "总之，", "我觉得", "老实说，"]
+EMOJI = ["😂", "👍", "🙏", "😅", "🤔", "❤️", "😡", "🔥"]
+# Contact details some comments end with: the worker's PII rules fire on these (the check
+# then compares only `toxicity`, as a rule raises `scores.pii`).
+CONTACT = [" Email me at alex.chen@example.com if you want the file.", " My number is 415-555-0134."]
+CONTACT_ZH = ["有问题可以打我电话13812345678。", "资料发我邮箱 wang.li@example.cn 吧。"]
+
+ZH_SHARE = 0.5  # half the comments are Chinese
 TOXIC_SHARE = 0.15  # about one comment in seven gets a toxic sentence
+LONG_SHARE = 0.02  # long comments: several hundred words / characters, often > 1 window
+CONTACT_SHARE = 0.01  # comments with an e-mail address or phone number
 
 
-def word_count_for(rng: random.Random) -> int:
-    """5..60 words, skewed towards short comments (most comments are short)."""
-    return min(60, max(5, int(round(rng.triangular(5, 60, 14)))))
+def english_comment(rng: random.Random, target: int) -> str:
+    """About `target` words of English comment, sometimes with one toxic sentence."""
+    sentences: list[str] = []
+    words = 0
+    while words < target:
+        s = rng.choice(BENIGN)
+        if rng.random() < 0.2:
+            f = rng.choice(FILLER)
+            head = s if re.match(r"I\b", s) else s[0].lower() + s[1:]
+            s = f[0].upper() + f[1:] + ", " + head
+        sentences.append(s)
+        words += len(s.split())
+    toxic_at = None
+    if rng.random() < TOXIC_SHARE:
+        pos = rng.randrange(len(sentences))
+        sentences[pos] = rng.choice(TOXIC)
+        toxic_at = sum(len(s.split()) for s in sentences[:pos])
+    all_words = " ".join(sentences).split()
+    start = 0
+    if toxic_at is not None and toxic_at > target - 4:
+        # The cut would lose the toxic sentence: move the window onto it.
+        start = max(0, min(toxic_at, len(all_words) - target))
+    text = " ".join(all_words[start: start + target])
+    if rng.random() < 0.03:
+        text = text.upper()
+    return text
+
+
+def chinese_comment(rng: random.Random, target: int) -> str:
+    """Whole sentences up to about `target` characters of Chinese comment, sometimes with
+    one toxic sentence, sometimes an emoji."""
+    sentences: list[str] = []
+    chars = 0
+    while chars < target:
+        s = rng.choice(BENIGN_ZH)
+        if rng.random() < 0.2:
+            s = rng.choice(FILLER_ZH) + s
+        sentences.append(s)
+        chars += len(s)
+    if rng.random() < TOXIC_SHARE:
+        sentences[rng.randrange(len(sentences))] = rng.choice(TOXIC_ZH)
+    text = "".join(sentences)
+    if rng.random() < 0.1:
+        text += rng.choice(EMOJI)
+    return text
 
 
 def generate_texts(n: int, seed: int) -> list[str]:
-    """n deterministic comments of 5-60 words built from the corpus above."""
+    """n deterministic comments: ZH_SHARE Chinese, the rest English; most short (English
+    5-60 words, mode 14; Chinese 6-90 characters, mode 20: under 60 tokens), LONG_SHARE long
+    (English 250-900 words, Chinese 400-1,500 characters), CONTACT_SHARE with contact details."""
     rng = random.Random(seed)
     texts = []
     for _ in range(n):
-        target = word_count_for(rng)
-        sentences: list[str] = []
-        words = 0
-        while words < target:
-            s = rng.choice(BENIGN)
-            if rng.random() < 0.2:
-                f = rng.choice(FILLER)
-                head = s if re.match(r"I\b", s) else s[0].lower() + s[1:]
-                s = f[0].upper() + f[1:] + ", " + head
-            sentences.append(s)
-            words += len(s.split())
-        toxic_at = None
-        if rng.random() < TOXIC_SHARE:
-            pos = rng.randrange(len(sentences))
-            sentences[pos] = rng.choice(TOXIC)
-            toxic_at = sum(len(s.split()) for s in sentences[:pos])
-        all_words = " ".join(sentences).split()
-        start = 0
-        if toxic_at is not None and toxic_at > target - 4:
-            # The cut would lose the toxic sentence: move the window onto it.
-            start = max(0, min(toxic_at, len(all_words) - target))
-        text = " ".join(all_words[start: start + target])
-        if rng.random() < 0.03:
-            text = text.upper()
+        chinese = rng.random() < ZH_SHARE
+        long = rng.random() < LONG_SHARE
+        if chinese:
+            target = rng.randint(400, 1500) if long else int(round(rng.triangular(6, 90, 20)))
+            text = chinese_comment(rng, target)
+        else:
+            target = rng.randint(250, 900) if long else int(round(rng.triangular(5, 60, 14)))
+            text = english_comment(rng, target)
+        if rng.random() < CONTACT_SHARE:
+            text += rng.choice(CONTACT_ZH if chinese else CONTACT)
         texts.append(text)
     return texts
+
+
+def is_chinese(text: str) -> bool:
+    return any("\u4e00" <= ch <= "\u9fff" for ch in text)
 
 
 # --------------------------------------------------------------------------- http
@@ -199,21 +330,32 @@ def http(method: str, url: str, *, key: str | None = None, body: bytes | None = 
 
 # --------------------------------------------------------------------------- baseline
 
-def load_model(models_dir: Path, model: str):
-    mdir = models_dir / model
+def default_models() -> str:
+    """As the worker: GATEHOUSE_MODERATION_MODELS, else GATEHOUSE_MODERATION_MODEL, else both."""
+    plural = os.environ.get("GATEHOUSE_MODERATION_MODELS", "").strip()
+    if any(m.strip() for m in plural.split(",")):
+        return plural
+    return os.environ.get("GATEHOUSE_MODERATION_MODEL", "").strip() or DEFAULT_MODELS
+
+
+def load_manifest(models_dir: Path, name: str) -> tuple[Path, dict]:
+    mdir = models_dir / name
     manifest_path = mdir / "manifest.json"
     if not manifest_path.is_file():
-        fail(f"{manifest_path} not found: run `make models` or pass --models-dir")
+        fail(f"{manifest_path} not found: build the model (`make models`, "
+             f"`bash scripts/build-guard-model.sh`) or pass --models-dir / --models")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    if set(manifest.get("inputs", {})) != {"input_ids"}:
-        fail(f"the baseline only supports models with input_ids only, not {manifest.get('inputs')}")
-    if manifest.get("activation") != "sigmoid":
-        fail(f"the baseline only supports sigmoid models, not {manifest.get('activation')}")
+    extra = set(manifest.get("inputs", {})) - {"input_ids", "attention_mask"}
+    if "input_ids" not in manifest.get("inputs", {}) or extra:
+        fail(f"{name}: the baseline supports input_ids (+ attention_mask) only, not {manifest.get('inputs')}")
+    if manifest.get("activation", "none") not in ("sigmoid", "softmax", "none"):
+        fail(f"{name}: unknown activation {manifest.get('activation')!r}")
     return mdir, manifest
 
 
-class RawOrt:
-    """The worker's OnnxClassifier, in Python: same files, same preprocessing."""
+class RawModel:
+    """One of the worker's OnnxClassifiers, in Python: the same files, the same windows
+    (worker/src/model/onnx.rs `TextEncoder::windows`), the same batch padding (`run`)."""
 
     def __init__(self, mdir: Path, manifest: dict, threads: int):
         import numpy as np
@@ -221,63 +363,214 @@ class RawOrt:
         from tokenizers import Tokenizer
 
         self.np = np
+        self.name = manifest["name"]
+        self.sha256 = str(manifest.get("sha256", "")).lower()
+        self.labels = list(manifest["labels"])
         self.tokenizer = Tokenizer.from_file(str(mdir / manifest["files"]["tokenizer"]))
         unk = manifest.get("unk_token")
         self.unk_id = self.tokenizer.token_to_id(unk) if unk and manifest.get("drop_unknown_tokens") else None
-        self.maxlen = int(manifest["max_length"])
-        self.pad = int(manifest.get("pad_token_id", 0))
+        self.max_length = int(manifest["max_length"])
         self.left_trunc = manifest.get("truncation_side", "right") == "left"
         self.left_pad = manifest.get("padding_side", "right") == "left"
-        self.input_name = manifest["inputs"]["input_ids"]
-        self.output_name = manifest["output"]
-        self.labels = manifest["labels"]
+        self.pad_to_max = manifest.get("pad_to", "max_length") == "max_length"
+        self.chunk_long = manifest.get("long_text", "truncate") == "chunk"
+        self.pad = int(manifest.get("pad_token_id", 0))
+        self.bos = manifest.get("bos_token_id")
+        self.eos = manifest.get("eos_token_id")
+        self.prefix = manifest.get("prefix", "")
+        self.room = self.max_length - (self.bos is not None) - (self.eos is not None)
+        trimmed = self.prefix.rstrip()
+        self.prefix_ids = self.ids(trimmed) if trimmed else []
+        self.activation = manifest.get("activation", "none")
+        self.ids_input = manifest["inputs"]["input_ids"]
+        self.mask_input = manifest["inputs"].get("attention_mask")
+        self.output = manifest["output"]
         so = ort.SessionOptions()
-        # The worker: GraphOptimizationLevel::Level3 (= ORT_ENABLE_ALL), with_intra_threads(n).
+        # The worker: GraphOptimizationLevel::Level3 (= ORT_ENABLE_ALL), intra-op spinning
+        # off, with_intra_threads(n).
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.intra_op_num_threads = threads
         self.session = ort.InferenceSession(
             str(mdir / manifest["files"]["model"]), so, providers=["CPUExecutionProvider"]
         )
         self.ort_version = ort.__version__
 
-    def encode(self, text: str) -> list[int]:
-        # One text at a time, like the worker (encode_batch would fan out over cores).
+    def ids(self, text: str) -> list[int]:
         ids = self.tokenizer.encode(text, add_special_tokens=False).ids
-        if self.unk_id is not None:
-            ids = [i for i in ids if i != self.unk_id]
-        n = self.maxlen
+        return ids if self.unk_id is None else [i for i in ids if i != self.unk_id]
+
+    def wrap(self, content: list[int]) -> list[int]:
+        return ([self.bos] if self.bos is not None else []) + content + ([self.eos] if self.eos is not None else [])
+
+    def windows(self, text: str) -> list[list[int]]:
+        """One text's model inputs: one window (truncated) or, for long_text "chunk", one per
+        `room` ids, each repeating the prefix ids; unpadded unless pad_to is max_length."""
+        ids = self.ids(self.prefix + text)
+        if not self.chunk_long:
+            if len(ids) > self.room:
+                ids = ids[-self.room:] if self.left_trunc else ids[:self.room]
+            windows = [self.wrap(ids)]
+        else:
+            head = len(self.prefix_ids) if ids[:len(self.prefix_ids)] == self.prefix_ids else 0
+            prefix, body = ids[:head], ids[head:]
+            step = self.room - len(prefix)
+            windows = [self.wrap(prefix + body[i: i + step]) for i in range(0, len(body), step)] \
+                or [self.wrap(prefix)]
+        if self.pad_to_max:
+            n = self.max_length
+            windows = [self.fit(w, n) for w in windows]
+        return windows
+
+    def fit(self, ids: list[int], n: int) -> list[int]:
         if len(ids) > n:
             ids = ids[-n:] if self.left_trunc else ids[:n]
         padding = [self.pad] * (n - len(ids))
         return padding + ids if self.left_pad else ids + padding
 
-    def classify(self, texts: list[str]):
+    def run(self, rows: list[list[int]]):
+        """Probabilities for a batch of windows, padded to its longest row."""
         np = self.np
-        batch = np.array([self.encode(t) for t in texts], dtype=np.int64)
-        logits = self.session.run([self.output_name], {self.input_name: batch})[0]
-        return 1.0 / (1.0 + np.exp(-logits))
+        n = max(1, max(len(r) for r in rows))
+        ids = np.full((len(rows), n), self.pad, dtype=np.int64)
+        mask = np.zeros((len(rows), n), dtype=np.int64)
+        for i, r in enumerate(rows):
+            if self.left_pad:
+                ids[i, n - len(r):] = r
+                mask[i, n - len(r):] = 1
+            else:
+                ids[i, :len(r)] = r
+                mask[i, :len(r)] = 1
+        feeds = {self.ids_input: ids}
+        if self.mask_input:
+            feeds[self.mask_input] = mask * (ids != self.pad)  # the worker masks pad ids too
+        logits = self.session.run([self.output], feeds)[0]
+        if self.activation == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-logits))
+        if self.activation == "softmax":
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            return e / e.sum(axis=1, keepdims=True)
+        return logits
 
 
-def run_baseline(clf: RawOrt, texts: list[str], batch: int, warmup_s: float,
-                 timeout: float) -> tuple[float, list]:
-    """(seconds, probabilities per text) for all texts in batches of `batch`, after
-    warming up for `warmup_s` seconds (thread pool, arena, caches, CPU clocks)."""
-    end = time.perf_counter() + warmup_s
-    i = 0
-    while True:
-        start = (i * batch) % len(texts)
-        clf.classify(texts[start: start + batch])
-        i += 1
-        if time.perf_counter() >= end and i >= 3:
-            break
-    out = []
+def plan_batches(lengths: list[int], max_items: int, max_tokens: int) -> list[tuple[int, int]]:
+    """worker/src/batcher.rs `plan_batches`: cuts sorted lengths into consecutive [start, end)
+    batches; a batch grows while rows <= max_items and rows x longest <= max_tokens."""
+    batches, start, longest = [], 0, 0
+    for i, n in enumerate(lengths):
+        rows = i - start + 1
+        wider = max(longest, n, 1)
+        if rows > 1 and (rows > max_items or rows * wider > max_tokens):
+            batches.append((start, i))
+            start, longest = i, max(n, 1)
+        else:
+            longest = wider
+    if start < len(lengths):
+        batches.append((start, len(lengths)))
+    return batches
+
+
+def chunk_ranges(n: int, jobs: int, chunk: int) -> list[tuple[int, int]]:
+    """The worker's queue messages: each job's items in chunks of `chunk`."""
+    return [(s, min(s + chunk, b)) for a, b in split(n, jobs) for s in range(a, b, chunk)]
+
+
+def score_texts(model: RawModel, texts: list[str], limits: dict, deadline: float | None = None) -> dict:
+    """Scores every text like the worker's model thread: one chunk of texts (one queue
+    message) at a time, its windows sorted by length, token-budgeted batches, per text the
+    highest probability per label over its windows. Returns the probabilities and counters."""
+    np = model.np
+    out: list = []
+    st = {"windows": 0, "tokens": 0, "padded": 0, "batches": 0, "encode_s": 0.0, "run_s": 0.0, "per_text": []}
+    t_start = time.perf_counter()
+    for first, end in chunk_ranges(len(texts), limits.get("jobs", 1), limits["chunk"]):
+        t = time.perf_counter()
+        encoded = [model.windows(x) for x in texts[first:end]]
+        st["encode_s"] += time.perf_counter() - t
+        owner = [i for i, ws in enumerate(encoded) for _ in ws]
+        windows = [w for ws in encoded for w in ws]
+        order = sorted(range(len(windows)), key=lambda i: len(windows[i]))
+        lengths = [len(windows[i]) for i in order]
+        scores = [None] * len(windows)
+        for a, b in plan_batches(lengths, limits["items"], limits["tokens"]):
+            rows = [windows[i] for i in order[a:b]]
+            t = time.perf_counter()
+            probs = model.run(rows)
+            st["run_s"] += time.perf_counter() - t
+            st["batches"] += 1
+            st["padded"] += len(rows) * lengths[b - 1]
+            for i, p in zip(order[a:b], probs):
+                scores[i] = p
+        st["windows"] += len(windows)
+        st["per_text"].extend(len(ws) for ws in encoded)
+        st["tokens"] += sum(lengths)
+        worst = [None] * len(encoded)
+        for i, p in zip(owner, scores):
+            worst[i] = p if worst[i] is None else np.maximum(worst[i], p)
+        out.extend(worst)
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"baseline ({model.name}) did not finish within the --timeout")
+    st["seconds"] = time.perf_counter() - t_start
+    st["probs"] = out
+    return st
+
+
+def warm_up(models: list[RawModel], texts: list[str], limits: dict, seconds: float) -> None:
+    """Untimed: the first groups of texts through each model, at least 3 batches and
+    `seconds` (thread pools, arenas, caches, CPU clocks)."""
+    for m in models:
+        end = time.perf_counter() + seconds
+        g = batches = 0
+        while time.perf_counter() < end or batches < 3:
+            first = (g * limits["chunk"]) % len(texts)
+            batches += score_texts(m, texts[first: first + limits["chunk"]], {**limits, "jobs": 1})["batches"]
+            g += 1
+
+
+def run_concurrently(models: list[RawModel], texts: list[str], limits: dict, timeout: float) -> dict:
+    """Every model over all texts, each on its own thread (as the worker's model threads;
+    ORT releases the GIL while it runs). Wall time from start to the last model's end."""
     deadline = time.monotonic() + timeout
+    results: dict[str, dict] = {}
+    errors: list[BaseException] = []
+
+    def one(m: RawModel) -> None:
+        try:
+            results[m.name] = score_texts(m, texts, limits, deadline)
+        except BaseException as e:  # noqa: BLE001 -- re-raised in the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(m,), name=f"baseline-{m.name}", daemon=True) for m in models]
     t0 = time.perf_counter()
-    for start in range(0, len(texts), batch):
-        out.extend(clf.classify(texts[start: start + batch]))
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"baseline did not finish within {timeout:.0f}s")
-    return time.perf_counter() - t0, out
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()) + 5)
+    seconds = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    if len(results) != len(models):
+        raise TimeoutError(f"baseline did not finish within {timeout:.0f}s")
+    return {"seconds": seconds, "per_model": results}
+
+
+def expected_result(models: list[RawModel], per_model: dict, i: int) -> dict:
+    """What the worker's verdict should hold for text i from the baseline's probabilities
+    (before rules): the category scores (highest over models, toxicity labels mapped), the
+    toxicity labels, the windows."""
+    scores = {c: 0.0 for c in CATEGORIES}
+    toxicity = {}
+    for m in models:
+        probs = per_model[m.name]["probs"][i]
+        for label, p in zip(m.labels, probs):
+            p = float(p)
+            category = label if label in scores else TOXICITY_CATEGORY.get(label)
+            if label not in scores:
+                toxicity[label] = p
+            if category is not None:
+                scores[category] = max(scores[category], p)
+    windows = max(per_model[m.name]["per_text"][i] for m in models)
+    return {"scores": scores, "toxicity": toxicity, "windows": windows}
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -383,52 +676,60 @@ def fetch_results(api: str, key: str, job_ids: list[str], timeout: float) -> dic
 # --------------------------------------------------------------------------- worker metrics
 
 WATCHED = ("gatehouse_model_inference_seconds", "gatehouse_model_batch_size",
-           "gatehouse_worker_chunk_seconds")
+           "gatehouse_model_batch_tokens", "gatehouse_worker_chunk_seconds")
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)")
 
 
+def _hist() -> dict:
+    return {"sum": 0.0, "count": 0.0, "buckets": {}}
+
+
 def scrape(url: str | None) -> dict | None:
-    """{metric: {"sum", "count", "buckets": {le: cumulative}}} summed over label sets."""
+    """{metric: {model label ('' if none): {"sum", "count", "buckets": {le: cumulative}}}},
+    other label sets summed."""
     if not url:
         return None
     try:
         _, raw = http("GET", url, timeout=5)
     except (OSError, HttpError):
         return None
-    out: dict[str, dict] = {m: {"sum": 0.0, "count": 0.0, "buckets": {}} for m in WATCHED}
+    out: dict[str, dict[str, dict]] = {m: {} for m in WATCHED}
     for line in raw.decode("utf-8", "replace").splitlines():
         m = _SAMPLE.match(line)
         if not m:
             continue
         name, labels, value = m.group(1), m.group(2) or "", m.group(3)
         for base in WATCHED:
-            if not name.startswith(base):
-                continue
-            v = float(value)
             suffix = name[len(base):]
+            if not name.startswith(base) or suffix not in ("_sum", "_count", "_bucket"):
+                continue
+            model = re.search(r'model="([^"]*)"', labels)
+            h = out[base].setdefault(model.group(1) if model else "", _hist())
+            v = float(value)
             if suffix == "_sum":
-                out[base]["sum"] += v
+                h["sum"] += v
             elif suffix == "_count":
-                out[base]["count"] += v
-            elif suffix == "_bucket":
+                h["count"] += v
+            else:
                 le = re.search(r'le="([^"]+)"', labels)
                 if le:
-                    b = out[base]["buckets"]
-                    b[le.group(1)] = b.get(le.group(1), 0.0) + v
+                    h["buckets"][le.group(1)] = h["buckets"].get(le.group(1), 0.0) + v
     return out
 
 
 def metrics_delta(before: dict | None, after: dict | None) -> dict | None:
     if before is None or after is None:
         return None
-    d = {}
+    d: dict[str, dict[str, dict]] = {}
     for m in WATCHED:
-        a, b = after[m], before[m]
-        d[m] = {
-            "sum": a["sum"] - b["sum"],
-            "count": a["count"] - b["count"],
-            "buckets": {le: a["buckets"].get(le, 0.0) - b["buckets"].get(le, 0.0) for le in a["buckets"]},
-        }
+        d[m] = {}
+        for key, a in after[m].items():
+            b = before[m].get(key, _hist())
+            d[m][key] = {
+                "sum": a["sum"] - b["sum"],
+                "count": a["count"] - b["count"],
+                "buckets": {le: a["buckets"].get(le, 0.0) - b["buckets"].get(le, 0.0) for le in a["buckets"]},
+            }
     return d
 
 
@@ -523,12 +824,12 @@ def cpu_delta(before: dict | None, after: dict | None) -> dict | None:
     threads: dict[str, float] = {}
     for (tid, comm), t in after["threads"].items():
         d = (t - before["threads"].get((tid, comm), 0)) / hz
-        # Name the worker's threads by role; ORT's pool threads inherit the process name.
-        role = {"model-toxic-bil": "model thread (tokenize + ORT caller)",
-                "gatehouse-worke": "ORT pool + main", "tokio-rt-worker": "tokio (sqlx, json, amqp)",
-                "lapin-io-loop": "amqp io"}.get(comm, comm)
+        # Name the worker's threads by role. ORT's pool threads inherit the process name;
+        # tokio's workers and blocking pool (where the worker tokenizes) share one name.
+        role = {"gatehouse-worke": "ORT pools + main", "tokio-rt-worker": "tokio (async + tokenizing)",
+                "tokio-runtime-w": "tokio (async + tokenizing)", "lapin-io-loop": "amqp io"}.get(comm, comm)
         if comm.startswith("model-"):
-            role = "model thread (tokenize + ORT caller)"
+            role = f"model thread {comm[len('model-'):]}{'…' if len(comm) == 15 else ''} (ORT caller)"
         threads[role] = threads.get(role, 0.0) + d
     total = (after["total"] - before["total"]) / hz
     busy = total - (after["idle"] - before["idle"]) / hz
@@ -537,16 +838,15 @@ def cpu_delta(before: dict | None, after: dict | None) -> dict | None:
 
 # --------------------------------------------------------------------------- main
 
+def env_positive(var: str, default: int) -> int:
+    env = os.environ.get(var, "").strip()
+    return int(env) if env.isdigit() and int(env) > 0 else default
+
+
 def default_threads() -> int:
-    env = os.environ.get("GATEHOUSE_ORT_INTRA_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    return os.cpu_count() or 1
-
-
-def default_batch() -> int:
-    env = os.environ.get("GATEHOUSE_BATCH_MAX_ITEMS", "").strip()
-    return int(env) if env.isdigit() and int(env) > 0 else 64
+    """GATEHOUSE_ORT_INTRA_THREADS if > 0, else os.cpu_count() (ORT's default, which the
+    worker keeps when the variable is 0)."""
+    return env_positive("GATEHOUSE_ORT_INTRA_THREADS", os.cpu_count() or 1)
 
 
 def default_worker_metrics() -> str:
@@ -600,24 +900,66 @@ def other_share(cpu: dict | None, exclude: tuple[str, ...]) -> float | None:
 
 
 STACK = ("worker", "api", "postgres", "rabbitmq", "loadtest (this script)")
+ME = ("loadtest (this script)",)
 NOISY = 0.15  # more than this share of the machine used by others: flag the measurement
 NOISY_FLOOR = 0.1  # cpu-s; below this, tick granularity (10 ms) and the kernel dominate
 
 
-def measure_baseline(clf: RawOrt, texts: list[str], args) -> dict:
+def measure_baseline(models: list[RawModel], texts: list[str], limits: dict, args) -> dict:
+    """All models concurrently (the ratio's denominator)."""
     before = cpu_snapshot()
-    seconds, probs = run_baseline(clf, texts, args.batch, args.warmup, args.timeout)
-    cpu = cpu_delta(before, cpu_snapshot())  # includes the warm-up
-    t = time.perf_counter()
-    for text in texts:  # not timed above: how much of the baseline is tokenization
-        clf.encode(text)
-    tok_s = time.perf_counter() - t
-    return {"seconds": seconds, "ips": len(texts) / seconds, "probs": probs, "cpu": cpu,
-            "other": other_share(cpu, ("loadtest (this script)",)), "tok_s": tok_s}
+    base = run_concurrently(models, texts, limits, args.timeout)
+    base["cpu"] = cpu_delta(before, cpu_snapshot())
+    base["other"] = other_share(base["cpu"], ME)
+    base["ips"] = len(texts) / base["seconds"]
+    return base
 
 
-def measure_pipeline(api: str, key: str, texts: list[str], args, manifest: dict,
-                     base_probs: list) -> dict:
+def measure_alone(model: RawModel, texts: list[str], limits: dict, args) -> dict:
+    before = cpu_snapshot()
+    st = score_texts(model, texts, limits, time.monotonic() + args.timeout)
+    cpu = cpu_delta(before, cpu_snapshot())
+    return {"seconds": st["seconds"], "ips": len(texts) / st["seconds"], "run_s": st["run_s"],
+            "encode_s": st["encode_s"], "other": other_share(cpu, ME)}
+
+
+def check_results(results: dict[str, dict], models: list[RawModel], base: dict, n: int) -> dict:
+    """Every item's result against the baseline: `toxicity` always, `scores` where no rule
+    (PII, blocklist) could have raised them, `windows`."""
+    c = {"score_diff": 0.0, "toxicity_diff": 0.0, "missing": 0, "skipped_rule": 0, "checked": 0,
+         "windows_bad": 0, "flagged": 0, "worst": None, "worker_models": set()}
+
+    def diff(kind: str, key: str, got, want: float, cid: str) -> None:
+        d = abs(float(got) - want) if isinstance(got, (int, float)) else math.inf
+        if d > c[kind]:
+            c[kind] = d
+            if d > SCORE_TOLERANCE and (c["worst"] is None or d > c["worst"][0]):
+                c["worst"] = (d, cid, f"{kind.split('_')[0]}.{key}", got, round(want, 6))
+
+    for i in range(n):
+        cid = f"lt-{i:06d}"
+        r = (results.get(cid) or {}).get("result")
+        if not isinstance(r, dict) or not isinstance(r.get("scores"), dict):
+            c["missing"] += 1
+            continue
+        want = expected_result(models, base["per_model"], i)
+        c["flagged"] += bool(r.get("flagged"))
+        c["worker_models"].update((m.get("name"), m.get("sha256")) for m in r.get("models") or [])
+        got_tox = r.get("toxicity") or {}
+        for label, p in want["toxicity"].items():
+            diff("toxicity_diff", label, got_tox.get(label), p, cid)
+        if any(s.get("detector") != "model" for s in r.get("signals") or []):
+            c["skipped_rule"] += 1
+        else:
+            c["checked"] += 1
+            for category, p in want["scores"].items():
+                diff("score_diff", category, r["scores"].get(category), p, cid)
+        if r.get("windows") != want["windows"]:
+            c["windows_bad"] += 1
+    return c
+
+
+def measure_pipeline(api: str, key: str, texts: list[str], args, models: list[RawModel], base: dict) -> dict:
     m_before = scrape(args.worker_metrics)
     cpu_before = cpu_snapshot()
     pipe = run_pipeline(api, key, texts, args.jobs, args.poll, args.timeout,
@@ -633,7 +975,7 @@ def measure_pipeline(api: str, key: str, texts: list[str], args, manifest: dict,
     statuses = sorted({j["status"] for j in pipe["jobs"]})
     if statuses != ["completed"] or pipe["failed"]:
         problems.append(f"jobs ended {statuses} with {pipe['failed']} failed item(s)")
-    pipe["max_diff"] = None
+    pipe["check"] = None
     if not args.no_verify:
         try:
             results = fetch_results(api, key, pipe["job_ids"], timeout=min(args.timeout, 300))
@@ -641,21 +983,23 @@ def measure_pipeline(api: str, key: str, texts: list[str], args, manifest: dict,
             problems.append(f"cannot download the results: {e}")
             results = None
         if results is not None:
-            labels = manifest["labels"]
-            max_diff, missing = 0.0, 0
-            for i, probs in enumerate(base_probs):
-                r = results.get(f"lt-{i:06d}")
-                scores = ((r or {}).get("result") or {}).get("scores")
-                if not scores:
-                    missing += 1
-                    continue
-                for j, label in enumerate(labels):
-                    max_diff = max(max_diff, abs(float(scores[label]) - float(probs[j])))
-            pipe["max_diff"] = max_diff
-            if missing:
-                problems.append(f"{missing} item(s) without scores in the results")
-            if max_diff > SCORE_TOLERANCE:
-                problems.append(f"pipeline scores differ from the baseline by up to {max_diff:.2e}")
+            c = check_results(results, models, base, len(texts))
+            pipe["check"] = c
+            if c["missing"]:
+                problems.append(f"{c['missing']} item(s) without a result")
+            ours = {(m.name, m.sha256) for m in models}
+            if c["worker_models"] != ours:
+                # E.g. a model rebuilt after the worker started: scores cannot agree.
+                problems.append("the worker ran " + ", ".join(sorted(f"{n}@{h[:12]}" for n, h in c["worker_models"]))
+                                + " but the baseline loaded " + ", ".join(sorted(f"{n}@{h[:12]}" for n, h in ours))
+                                + ": restart the stack (make stop && make loadtest) or pass the same --models")
+            if max(c["score_diff"], c["toxicity_diff"]) > SCORE_TOLERANCE:
+                d, cid, field, got, want = c["worst"]
+                problems.append(f"pipeline results differ from the baseline: scores by up to "
+                                f"{c['score_diff']:.2e}, toxicity by up to {c['toxicity_diff']:.2e} "
+                                f"(worst: {cid} {field} = {got}, baseline {want})")
+            if c["windows_bad"]:
+                problems.append(f"{c['windows_bad']} item(s) with a `windows` count other than the baseline's")
     pipe["problems"] = problems
     return pipe
 
@@ -670,26 +1014,55 @@ def pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
-def main() -> int:
+def check_api(api: str, key: str) -> int | None:
+    """Is the api there, and does the key work? (Fail fast, before the baseline's seconds.)"""
+    try:
+        http("GET", f"{api}/readyz", timeout=5)
+        http("GET", f"{api}/v1/jobs/job_00000000000000000000000000", key=key, timeout=5)
+    except HttpError as e:
+        if e.status in (401, 403):
+            print(f"moderation.py: the API key was rejected ({e})", file=sys.stderr)
+            return 2
+        if e.status not in (400, 404):
+            print(f"moderation.py: api not ready: {e}", file=sys.stderr)
+            return 2
+    except OSError as e:
+        print(f"moderation.py: api {api} unreachable ({e}); start it with `make demo`", file=sys.stderr)
+        return 2
+    return None
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--api", default="http://127.0.0.1:8080", help="Gatehouse api base URL (loopback only)")
     ap.add_argument("--key", default=None, help="API key; if omitted, env GATEHOUSE_KEY (preferred: not visible in ps)")
-    ap.add_argument("--items", type=positive_int, default=10_000, help="N: texts per measurement")
+    ap.add_argument("--items", type=positive_int, default=1_000, help="N: texts per measurement")
     ap.add_argument("--jobs", type=positive_int, default=1, help="K concurrent jobs splitting N")
-    ap.add_argument("--threads", type=positive_int, default=default_threads(),
-                    help="baseline intra-op threads; default from GATEHOUSE_ORT_INTRA_THREADS if > 0, else os.cpu_count(), as the worker")
-    ap.add_argument("--batch", type=positive_int, default=default_batch(),
-                    help="baseline batch size; default from GATEHOUSE_BATCH_MAX_ITEMS, else 64, as the worker")
+    ap.add_argument("--models", default=default_models(),
+                    help="comma-separated model directories under --models-dir, as the worker: "
+                         "default GATEHOUSE_MODERATION_MODELS, else GATEHOUSE_MODERATION_MODEL, else " + DEFAULT_MODELS)
     ap.add_argument("--models-dir", type=Path,
                     default=Path(os.environ.get("GATEHOUSE_MODELS_DIR", REPO_ROOT / "models")),
-                    help="models directory; default from GATEHOUSE_MODELS_DIR, else <repo>/models")
-    ap.add_argument("--model", default=os.environ.get("GATEHOUSE_MODERATION_MODEL", "toxic-bilstm"),
-                    help="model directory name under --models-dir")
+                    help="models directory; default GATEHOUSE_MODELS_DIR, else <repo>/models")
+    ap.add_argument("--threads", type=positive_int, default=default_threads(),
+                    help="baseline intra-op threads per model; default GATEHOUSE_ORT_INTRA_THREADS if > 0, "
+                         "else os.cpu_count(), as the worker")
+    ap.add_argument("--batch-items", "--batch", type=positive_int,
+                    default=env_positive("GATEHOUSE_BATCH_MAX_ITEMS", 64),
+                    help="baseline rows per batch; default GATEHOUSE_BATCH_MAX_ITEMS, else 64, as the worker")
+    ap.add_argument("--batch-tokens", type=positive_int,
+                    default=env_positive("GATEHOUSE_BATCH_MAX_TOKENS", 8192),
+                    help="baseline tokens per batch (rows x longest row); default GATEHOUSE_BATCH_MAX_TOKENS, "
+                         "else 8192, as the worker")
+    ap.add_argument("--chunk", type=positive_int, default=env_positive("GATEHOUSE_CHUNK_ITEMS", 100),
+                    help="baseline texts sorted and batched together (the worker's chunk of a job); "
+                         "default GATEHOUSE_CHUNK_ITEMS, else 100")
     ap.add_argument("--seed", type=int, default=20240601, help="text generator seed")
-    ap.add_argument("--warmup", type=float, default=1.0, help="baseline warm-up, seconds (at least 3 batches)")
+    ap.add_argument("--warmup", type=float, default=2.0, help="baseline warm-up per model, seconds (at least 3 batches)")
     ap.add_argument("--repeat", type=positive_int, default=1,
                     help="measure baseline+pipeline R times (alternating); report the medians")
+    ap.add_argument("--no-alone", action="store_true", help="skip the per-model raw ORT measurements")
     ap.add_argument("--poll", type=float, default=0.1, help="job poll interval, seconds")
     ap.add_argument("--timeout", type=float, default=900.0, help="bound on each measurement, seconds")
     ap.add_argument("--wait-idle", type=float, default=60.0,
@@ -699,11 +1072,18 @@ def main() -> int:
     ap.add_argument("--worker-metrics", default=default_worker_metrics(),
                     help="worker /metrics URL for the histogram breakdown ('' to skip)")
     ap.add_argument("--output", type=Path, default=HERE / "results" / "latest.json", help="where the JSON line goes")
-    ap.add_argument("--no-verify", action="store_true", help="skip the results download and the score check")
+    ap.add_argument("--no-verify", action="store_true", help="skip the results download and the check")
     args = ap.parse_args()
-
     if args.poll <= 0 or args.timeout <= 0 or args.warmup < 0 or args.wait_idle < 0:
         ap.error("--poll and --timeout must be > 0, --warmup and --wait-idle >= 0")
+    args.model_names = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not args.model_names or len(set(args.model_names)) != len(args.model_names):
+        ap.error("--models must name at least one model, each once")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     api = args.api.rstrip("/")
     check_loopback(api, "--api")
     if args.worker_metrics:
@@ -720,127 +1100,205 @@ def main() -> int:
         print("moderation.py: --jobs must not exceed --items", file=sys.stderr)
         return 2
     socket.setdefaulttimeout(args.timeout)  # belt and braces: no socket waits forever
+    status = check_api(api, key)
+    if status is not None:
+        return status
 
-    # Is the api there, and does the key work? (Fail fast, before the baseline's seconds.)
-    try:
-        http("GET", f"{api}/readyz", timeout=5)
-        http("GET", f"{api}/v1/jobs/job_00000000000000000000000000", key=key, timeout=5)
-    except HttpError as e:
-        if e.status in (401, 403):
-            print(f"moderation.py: the API key was rejected ({e})", file=sys.stderr)
-            return 2
-        if e.status not in (400, 404):
-            print(f"moderation.py: api not ready: {e}", file=sys.stderr)
-            return 2
-    except OSError as e:
-        print(f"moderation.py: api {api} unreachable ({e}); start it with `make demo`", file=sys.stderr)
-        return 2
-
-    mdir, manifest = load_model(args.models_dir, args.model)
     texts = generate_texts(args.items, args.seed)
-    words = [len(t.split()) for t in texts]
-    print(f"texts: {len(texts)} (seed {args.seed}), {min(words)}-{max(words)} words, "
-          f"mean {sum(words) / len(words):.1f}; model {manifest['name']} ({mdir})")
-    clf = RawOrt(mdir, manifest, args.threads)
-    print(f"baseline runtime: onnxruntime {clf.ort_version} (Python), CPUExecutionProvider")
+    models = [RawModel(*load_manifest(args.models_dir, name), args.threads) for name in args.model_names]
+    limits = {"items": args.batch_items, "tokens": args.batch_tokens, "chunk": args.chunk, "jobs": args.jobs}
+    n = len(texts)
+    zh = sum(is_chinese(t) for t in texts)
+    print(f"texts: {n} (seed {args.seed}): {zh} Chinese, {n - zh} English; models "
+          f"{', '.join(f'{m.name}@{m.sha256[:12]}' for m in models)} ({args.models_dir})")
+    print(f"baseline runtime: onnxruntime {models[0].ort_version} (Python), CPUExecutionProvider")
+    warm_up(models, texts, limits, args.warmup)
 
     bases: list[dict] = []
     pipes: list[dict] = []
+    alones: list[dict[str, dict]] = []
     for r in range(args.repeat):
         tag = f"[{r + 1}/{args.repeat}] " if args.repeat > 1 else ""
         if args.wait_idle > 0:
             wait_quiet(args.wait_idle, args.idle_cores)
-        print(f"{tag}baseline: raw ONNX Runtime, batch {args.batch}, intra-op threads {args.threads} ...", flush=True)
-        base = measure_baseline(clf, texts, args)
+        print(f"{tag}baseline: raw ONNX Runtime, {len(models)} model(s) each on its own thread, {args.threads} intra-op "
+              f"thread(s) each, batches <= {args.batch_items} rows / {args.batch_tokens} tokens ...", flush=True)
+        try:
+            base = measure_baseline(models, texts, limits, args)
+        except TimeoutError as e:
+            print(f"moderation.py: {e}", file=sys.stderr)
+            return 1
         bases.append(base)
-        print(f"{tag}baseline: {base['seconds']:.2f}s, {base['ips']:,.0f} items/s")
+        print(f"{tag}baseline: {base['seconds']:.2f}s, {base['ips']:,.1f} items/s")
         if args.wait_idle > 0:
             wait_quiet(args.wait_idle, args.idle_cores)
-        print(f"{tag}pipeline: {args.jobs} job(s), {len(texts)} items via {api} ...", flush=True)
+        print(f"{tag}pipeline: {args.jobs} job(s), {n} items via {api} ...", flush=True)
         try:
-            pipe = measure_pipeline(api, key, texts, args, manifest, base["probs"])
+            pipe = measure_pipeline(api, key, texts, args, models, base)
         except (HttpError, OSError, TimeoutError) as e:
             print(f"moderation.py: pipeline failed: {e}", file=sys.stderr)
             return 1
         pipes.append(pipe)
-        print(f"{tag}pipeline: {pipe['seconds']:.2f}s, {pipe['ips']:,.0f} items/s")
+        print(f"{tag}pipeline: {pipe['seconds']:.2f}s, {pipe['ips']:,.1f} items/s")
+        alone: dict[str, dict] = {}
+        if len(models) > 1 and not args.no_alone:
+            for m in models:
+                if args.wait_idle > 0:
+                    wait_quiet(args.wait_idle, args.idle_cores)
+                try:
+                    alone[m.name] = measure_alone(m, texts, limits, args)
+                except TimeoutError as e:
+                    print(f"moderation.py: {e}", file=sys.stderr)
+                    return 1
+                print(f"{tag}{m.name} alone: {alone[m.name]['seconds']:.2f}s, {alone[m.name]['ips']:,.1f} items/s")
+        alones.append(alone)
+    return report(args, api, texts, models, bases, pipes, alones)
 
-    # With --repeat: medians. The ratio is the median of the per-run ratios (each pairs a
-    # baseline with the pipeline run right after it, so slow drifts of the machine cancel).
-    base_ips = median([b["ips"] for b in bases])
-    pipe_ips = median([p["ips"] for p in pipes])
-    ratio = median([p["ips"] / b["ips"] for b, p in zip(bases, pipes)])
+
+def report(args, api: str, texts: list[str], models: list[RawModel], bases: list[dict],
+           pipes: list[dict], alones: list[dict[str, dict]]) -> int:
+    n = len(texts)
+    # With --repeat: medians over the runs no other process disturbed (over all runs if every
+    # one was). The ratio is the median of the per-run ratios (each pairs a baseline with the
+    # pipeline run right after it, so slow drifts of the machine cancel).
+    quiet = [i for i in range(len(pipes)) if max(bases[i]["other"] or 0, pipes[i]["other"] or 0) <= NOISY]
+    runs = quiet or list(range(len(pipes)))
+    base_ips = median([bases[i]["ips"] for i in runs])
+    pipe_ips = median([pipes[i]["ips"] for i in runs])
+    ratio = median([pipes[i]["ips"] / bases[i]["ips"] for i in runs])
     # The run whose details are shown: the one with the median pipeline items/s.
-    order = sorted(range(len(pipes)), key=lambda i: pipes[i]["ips"])
-    shown = pipes[order[len(order) // 2]]
-    base_shown = bases[order[len(order) // 2]]
-    submit_s = median([p["submit_s"] for p in pipes])
-    firsts = [p["first_result_s"] for p in pipes if p["first_result_s"] is not None]
-    first_s = median(firsts) if firsts else None
-    diffs = [p["max_diff"] for p in pipes if p["max_diff"] is not None]
-    max_diff = max(diffs) if diffs else None
-    problems = [q for p in pipes for q in p["problems"]]
-    others = [x for x in [b["other"] for b in bases] + [p["other"] for p in pipes] if x is not None]
+    order = sorted(runs, key=lambda i: pipes[i]["ips"])
+    mid = order[len(order) // 2]
+    shown, base_shown = pipes[mid], bases[mid]
+    stats = base_shown["per_model"]  # token counts are the same in every run
+    # CPU share of other processes in every measurement the numbers rest on.
+    others = [x for i in runs for x in (bases[i]["other"], pipes[i]["other"]) if x is not None]
+    alone_ips = {}
+    for m in models:
+        got = [a[m.name] for a in alones if m.name in a]
+        if got:
+            calm = [g for g in got if (g["other"] or 0) <= NOISY] or got
+            alone_ips[m.name] = median([g["ips"] for g in calm])
+            others += [g["other"] for g in calm if g["other"] is not None]
     noisy = bool(others) and max(others) > NOISY
+    submit_s = median([pipes[i]["submit_s"] for i in runs])
+    firsts = [pipes[i]["first_result_s"] for i in runs if pipes[i]["first_result_s"] is not None]
+    first_s = median(firsts) if firsts else None
+    checks = [p["check"] for p in pipes if p["check"] is not None]
+    score_diff = max((c["score_diff"] for c in checks), default=None)
+    tox_diff = max((c["toxicity_diff"] for c in checks), default=None)
+    problems = list(dict.fromkeys(q for p in pipes for q in p["problems"]))  # each once
+    delta = shown["metrics"]
 
+    def per_item(key: str) -> dict[str, float]:
+        return {m.name: round(stats[m.name][key] / n, 2) for m in models}
+
+    pipeline_padded = None
+    if delta:
+        pipeline_padded = {m.name: round(delta["gatehouse_model_batch_tokens"].get(m.name, _hist())["sum"] / n, 2)
+                           for m in models}
     summary = {
-        "items": len(texts),
-        "baseline_items_per_s": round(base_ips, 1),
-        "pipeline_items_per_s": round(pipe_ips, 1),
+        "items": n,
+        "models": [m.name for m in models],
+        "baseline_items_per_s": round(base_ips, 2),
+        "pipeline_items_per_s": round(pipe_ips, 2),
         "ratio_pipeline_vs_raw_ort": round(ratio, 3),
+        "alone_items_per_s": {k: round(v, 2) for k, v in alone_ips.items()},
+        "tokens_per_item": per_item("tokens"),
+        "windows_per_item": per_item("windows"),
+        "padded_tokens_per_item_baseline": per_item("padded"),
+        "padded_tokens_per_item_pipeline": pipeline_padded,
+        "chinese_items": sum(is_chinese(t) for t in texts),
         "submit_ms": round(submit_s * 1000, 1),
         "first_result_ms": round(first_s * 1000, 1) if first_s is not None else None,
         "threads": args.threads,
-        "batch": args.batch,
+        "batch_items": args.batch_items,
+        "batch_tokens": args.batch_tokens,
+        "chunk": args.chunk,
         "jobs": args.jobs,
         "repeat": args.repeat,
+        "runs_in_medians": len(runs),
         "baseline_s": round(median([b["seconds"] for b in bases]), 3),
         "pipeline_s": round(median([p["seconds"] for p in pipes]), 3),
         "server_s": round(shown["server_s"], 3) if shown["server_s"] is not None else None,
-        "max_abs_score_diff": float(f"{max_diff:.2e}") if max_diff is not None else None,
+        "max_abs_score_diff": float(f"{score_diff:.2e}") if score_diff is not None else None,
+        "max_abs_toxicity_diff": float(f"{tox_diff:.2e}") if tox_diff is not None else None,
+        "checked_items": checks[0]["checked"] if checks else None,
+        "rule_items_skipped": checks[0]["skipped_rule"] if checks else None,
         "other_cpu_share_max": round(max(others), 3) if others else None,
     }
 
-    # ---- report
-    flagged = sum(1 for p in bases[0]["probs"] if float(max(p)) >= float(manifest.get("threshold", 0.5)))
-    med = " (median)" if args.repeat > 1 else ""
+    # ---- table
+    med = (f" (median of {len(runs)} quiet run(s) of {args.repeat})" if quiet else " (median)") if args.repeat > 1 else ""
+    detail = " (median run)" if args.repeat > 1 else ""
+    multi = [m for m in models if max(stats[m.name]["per_text"]) > 1]
+    flagged = sum(1 for i in range(n)
+                  if max(expected_result(models, stats, i)["scores"].values()) >= FLAG_AT)
     rows = [
-        ("items", f"{len(texts):,}", f"{flagged:,} flagged by the model"),
-        ("baseline (raw ORT, Python)", f"{base_ips:,.0f} items/s",
-         f"{summary['baseline_s']:.2f}s{med}; batch {args.batch}, {args.threads} thread(s); "
-         f"tokenization alone {median([b['tok_s'] for b in bases]):.2f}s"),
-        ("pipeline (end to end)", f"{pipe_ips:,.0f} items/s",
+        ("items", f"{n:,}", f"{summary['chinese_items']:,} Chinese; {flagged:,} with a model score >= {FLAG_AT}"
+                            + (f"; {checks[0]['flagged']:,} flagged in the results" if checks else "")),
+    ]
+    for m in models:
+        st = stats[m.name]
+        long = sum(1 for w in st["per_text"] if w > 1)
+        rows.append((f"tokens/item {m.name}", f"{st['tokens'] / n:,.1f}",
+                     f"windows {st['windows'] / n:.3f}/item" + (f" ({long} items > 1 window)" if m in multi else "")
+                     + f"; padded in batches: baseline {st['padded'] / n:,.1f}"
+                     + (f", pipeline {pipeline_padded[m.name]:,.1f}" if pipeline_padded else "")))
+    per_model_base = "; ".join(f"{m.name}: ORT {stats[m.name]['run_s']:.2f}s + tokenize {stats[m.name]['encode_s']:.2f}s"
+                               f" in {stats[m.name]['batches']} batches" for m in models)
+    rows += [
+        ("baseline (raw ORT, Python)", f"{base_ips:,.1f} items/s",
+         f"{summary['baseline_s']:.2f}s{med}; {'all models concurrently' if len(models) > 1 else models[0].name}, "
+         f"{args.threads} thread(s) each; {per_model_base}"),
+        ("pipeline (end to end)", f"{pipe_ips:,.1f} items/s",
          f"{summary['pipeline_s']:.2f}s{med} POST -> completed (server {summary['server_s']}s); {args.jobs} job(s)"),
-        ("ratio pipeline / raw ORT", f"{ratio:.3f}", "median of the per-run ratios" if args.repeat > 1 else ""),
+        ("ratio pipeline / raw ORT", f"{ratio:.3f}", f"median of the per-run ratios{med}" if args.repeat > 1 else ""),
+    ]
+    for name, ips in alone_ips.items():
+        rows.append((f"{name} alone (raw ORT)", f"{ips:,.1f} items/s", f"same loop, the other model(s) idle{med}"))
+    rows += [
         ("submit (POST -> 202)", f"{summary['submit_ms']:,.0f} ms",
          ("" if args.jobs == 1 else "slowest of the concurrent POSTs") + med),
         ("time to first result", f"{summary['first_result_ms'] or 0:,.0f} ms",
          f"from the POST, poll every {args.poll * 1000:.0f} ms{med}"),
-        ("results vs baseline", "-" if max_diff is None else f"max |diff| {max_diff:.1e}",
-         f"{sum(p['succeeded'] for p in pipes):,} succeeded, {sum(p['failed'] for p in pipes):,} failed"),
     ]
+    if checks:
+        c = checks[0]
+        rows.append(("results vs baseline", f"max |diff| {max(score_diff, tox_diff):.1e}",
+                     f"scores {score_diff:.1e} ({c['checked']:,} items; {c['skipped_rule']:,} with rule signals "
+                     f"not compared), toxicity {tox_diff:.1e} (all); windows mismatches {c['windows_bad']}; "
+                     f"{sum(p['succeeded'] for p in pipes):,} succeeded, {sum(p['failed'] for p in pipes):,} failed"))
     if args.repeat > 1:
         for i, (b, p) in enumerate(zip(bases, pipes)):
+            alone = "".join(f", {k} alone {v['ips']:,.1f}/s (others {pct(v['other'])} cpu)"
+                            for k, v in alones[i].items())
             rows.append((f"run {i + 1}", f"ratio {p['ips'] / b['ips']:.3f}",
-                         f"baseline {b['ips']:,.0f}/s (others {pct(b['other'])} cpu), "
-                         f"pipeline {p['ips']:,.0f}/s (others {pct(p['other'])} cpu)"))
-    detail = " (median run)" if args.repeat > 1 else ""
-    delta = shown["metrics"]
+                         f"baseline {b['ips']:,.1f}/s (others {pct(b['other'])} cpu), "
+                         f"pipeline {p['ips']:,.1f}/s (others {pct(p['other'])} cpu){alone}"
+                         + ("" if i in runs else " -- disturbed, not in the medians")))
+    wall = shown["seconds"]
     if delta:
-        inf = delta["gatehouse_model_inference_seconds"]
-        bs = delta["gatehouse_model_batch_size"]
-        ch = delta["gatehouse_worker_chunk_seconds"]
-        wall = shown["seconds"]
-        if inf["count"] > 0:
-            rows.append((f"worker: model runs{detail}", f"{int(inf['count']):,} batches",
-                         f"{inf['sum']:.2f}s in the model thread = {100 * inf['sum'] / wall:.0f}% of the wall time; "
-                         f"{(bs['sum'] or len(texts)) / inf['sum']:,.0f} items/s while busy; "
-                         f"p50 {bucket_quantile(inf['buckets'], 0.5)}s per batch"))
-        if bs["count"] > 0:
-            rows.append(("worker: batch size", f"mean {bs['sum'] / bs['count']:.1f}", size_histogram(bs["buckets"])))
+        for m in models:
+            inf = delta["gatehouse_model_inference_seconds"].get(m.name, _hist())
+            bs = delta["gatehouse_model_batch_size"].get(m.name, _hist())
+            bt = delta["gatehouse_model_batch_tokens"].get(m.name, _hist())
+            if inf["count"] <= 0:
+                rows.append((f"worker: {m.name}", "-", "no batches recorded"))
+                continue
+            st = stats[m.name]
+            rows.append((f"worker: {m.name}{detail}", f"{int(inf['count']):,} batches",
+                         f"{inf['sum']:.2f}s in ORT = {100 * inf['sum'] / wall:.0f}% of the wall time "
+                         f"({n / inf['sum']:,.1f} items/s while busy; baseline ORT {st['run_s']:.2f}s in "
+                         f"{st['batches']} batches = {n / st['run_s']:,.1f}/s); mean {bs['sum'] / bs['count']:.1f} rows, "
+                         f"{bt['sum'] / bt['count']:,.0f} padded tokens per batch; p50 "
+                         f"{bucket_quantile(inf['buckets'], 0.5)}s"))
+            rows.append((f"worker: {m.name} batch rows", f"mean {bs['sum'] / bs['count']:.1f}",
+                         size_histogram(bs["buckets"])))
+        ch = delta["gatehouse_worker_chunk_seconds"].get("", _hist())
         if ch["count"] > 0:
             rows.append(("worker: chunks", f"{int(ch['count']):,} chunks",
-                         f"mean {ch['sum'] / ch['count'] * 1000:.0f} ms each (claim -> commit), "
+                         f"mean {ch['sum'] / ch['count'] * 1000:,.0f} ms each (claim -> commit), "
                          f"p50 {bucket_quantile(ch['buckets'], 0.5)}s, p90 {bucket_quantile(ch['buckets'], 0.9)}s"))
     else:
         rows.append(("worker metrics", "-", f"not reachable at {args.worker_metrics or '(skipped)'}"))
@@ -880,7 +1338,7 @@ def main() -> int:
         print(f"WARNING: other processes used up to {pct(max(others))} of the CPU during a measurement: "
               "the numbers are not representative (re-run on a quiet machine, or with --repeat 3)",
               file=sys.stderr)
-    line = json.dumps(summary)
+    line = json.dumps(summary, ensure_ascii=False)
     print(line)
 
     try:

@@ -115,6 +115,9 @@ impl ModelHandle {
     }
 }
 
+/// How many batches' worth of already-queued windows one round sorts together.
+const DRAIN_FACTOR: usize = 8;
+
 fn run(model: &mut dyn Classifier, rx: &mpsc::Receiver<Request>, limits: BatchLimits) {
     while let Ok(first) = rx.recv() {
         let mut queued = first.windows.len();
@@ -133,6 +136,13 @@ fn run(model: &mut dyn Classifier, rx: &mpsc::Receiver<Request>, limits: BatchLi
                 }
             };
             let Some(req) = next else { break };
+            queued += req.windows.len();
+            requests.push(req);
+        }
+        // Whatever else is already queued joins too (no waiting), up to a bound: sorting the
+        // windows of several chunks together pads far less than sorting each chunk alone.
+        while queued < limits.max_items * DRAIN_FACTOR {
+            let Ok(req) = rx.try_recv() else { break };
             queued += req.windows.len();
             requests.push(req);
         }
