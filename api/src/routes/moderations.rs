@@ -11,7 +11,10 @@ use gatehouse_common::types::JobKind;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::sync::{self, Waited};
+use super::{
+    jobs::{ItemIn, validate_items},
+    sync::{self, Waited},
+};
 use crate::{auth::Principal, error::ApiError, extract::ApiJson, openai, policy, state::AppState};
 
 pub fn router() -> Router<AppState> {
@@ -120,7 +123,7 @@ fn inputs(state: &AppState, input: Option<Value>) -> Result<Vec<String>, ApiErro
             ),
         ));
     }
-    let mut texts = Vec::with_capacity(values.len());
+    let mut items = Vec::with_capacity(values.len());
     for (i, value) in values.into_iter().enumerate() {
         let field = if single {
             "input".to_string()
@@ -157,32 +160,13 @@ fn inputs(state: &AppState, input: Option<Value>) -> Result<Vec<String>, ApiErro
                 ));
             }
         };
-        if text.trim().is_empty() {
-            return Err(invalid(
-                "empty_text",
-                field.clone(),
-                format!("{field} is empty"),
-            ));
-        }
-        let chars = text.chars().count();
-        if chars > limits.max_text_chars {
-            return Err(invalid(
-                "text_too_long",
-                field.clone(),
-                format!(
-                    "{field} has {chars} characters; at most {} (GATEHOUSE_MAX_TEXT_CHARS)",
-                    limits.max_text_chars
-                ),
-            ));
-        }
-        if text.contains('\0') {
-            return Err(invalid(
-                "invalid_text",
-                field.clone(),
-                format!("{field} contains a NUL character"),
-            ));
-        }
-        texts.push(text);
+        items.push(ItemIn {
+            custom_id: None,
+            text,
+        });
     }
+    // Empty, over-long and NUL texts: the same checks as any job's items.
+    let (_, texts) = validate_items(state, items)
+        .map_err(|e| sync::rename_item_field(e, single, "input", "input"))?;
     Ok(texts)
 }

@@ -95,3 +95,28 @@ pub async fn submit_and_wait(
         results,
     })
 }
+
+/// A sync endpoint names its texts differently from `POST /v1/jobs`: `items[0].text` reads as
+/// `single` (e.g. `text`, `input`) for a one-text request, `items[i].text` as `many[i]`.
+pub fn rename_item_field(error: ApiError, single: bool, one: &str, many: &str) -> ApiError {
+    let rename = |s: String| {
+        if single {
+            s.replace("items[0].text", one)
+        } else {
+            s.replace("items[", &format!("{many}["))
+                .replace("].text", "]")
+        }
+    };
+    match error {
+        ApiError::Unprocessable {
+            code,
+            detail,
+            field: Some(field),
+        } => ApiError::Unprocessable {
+            code,
+            detail: rename(detail),
+            field: Some(rename(field)),
+        },
+        other => other,
+    }
+}

@@ -66,7 +66,8 @@ async fn translate(
             text,
         })
         .collect();
-    let (_, texts) = validate_items(&state, items).map_err(|e| rename_field(e, single))?;
+    let (_, texts) = validate_items(&state, items)
+        .map_err(|e| sync::rename_item_field(e, single, "text", "texts"))?;
 
     let results = match sync::submit_and_wait(
         &state,
@@ -96,32 +97,4 @@ async fn translate(
         return Ok(Json(result).into_response());
     }
     Ok(Json(json!({ "results": results })).into_response())
-}
-
-/// `items[0].text` reads as `text` (or `texts[i]`) for this endpoint.
-fn rename_field(error: ApiError, single: bool) -> ApiError {
-    match error {
-        ApiError::Unprocessable {
-            code,
-            detail,
-            field: Some(field),
-        } => {
-            let renamed = if single {
-                field.replace("items[0].text", "text")
-            } else {
-                field.replace("items[", "texts[").replace("].text", "]")
-            };
-            let detail = if single {
-                detail.replace("items[0].text", "text")
-            } else {
-                detail.replace("items[", "texts[").replace("].text", "]")
-            };
-            ApiError::Unprocessable {
-                code,
-                detail,
-                field: Some(renamed),
-            }
-        }
-        other => other,
-    }
 }
