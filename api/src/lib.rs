@@ -11,6 +11,7 @@ pub mod openai;
 pub mod policy;
 pub mod relay;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod store;
 mod telemetry;
@@ -27,6 +28,12 @@ pub use crate::state::AppState;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// 405 with the `Allow` header axum computed (kept by the problem layer, which writes the
+/// problem+json body).
+async fn method_not_allowed() -> axum::http::StatusCode {
+    axum::http::StatusCode::METHOD_NOT_ALLOWED
+}
+
 /// The whole HTTP application; tests drive it directly.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.limits.max_body_bytes;
@@ -35,6 +42,7 @@ pub fn app(state: AppState) -> Router {
         .flatten();
     let router = routes::router()
         .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(network::layer((*state.trusted_proxies).clone()));
     let router = match cors {
@@ -42,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         None => router,
     };
     router
+        .layer(middleware::from_fn(error::problem_layer))
         .layer(middleware::from_fn(telemetry::record))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(telemetry::span))

@@ -51,12 +51,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on GATEHOUSE_API_LISTEN={listen}"))?;
     tracing::info!(addr = %listener.local_addr()?, "api listening");
     let broker = state.broker.clone();
-    let token = shutdown.clone();
-    let app =
-        gatehouse_api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { token.cancelled().await })
-        .await?;
+    let limits = state.config.server;
+    gatehouse_api::server::serve(
+        listener,
+        gatehouse_api::app(state),
+        limits,
+        shutdown.clone(),
+    )
+    .await?;
     shutdown.cancel();
     let _ = relay.await;
     broker.close().await;

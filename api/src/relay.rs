@@ -29,6 +29,7 @@ pub struct Relay {
     notify: Arc<Notify>,
     poll: Duration,
     batch: i64,
+    throttle: Arc<crate::identity::throttle::LoginThrottle>,
 }
 
 impl Relay {
@@ -39,6 +40,7 @@ impl Relay {
             notify: state.outbox_notify.clone(),
             poll: state.config.outbox_poll,
             batch: state.config.outbox_batch,
+            throttle: state.throttle.clone(),
         }
     }
 
@@ -62,6 +64,8 @@ impl Relay {
                 )
                 .execute(&self.pool)
                 .await;
+                // Login counters whose window and lock are over would restart at zero anyway.
+                let _ = self.throttle.purge_stale().await;
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,

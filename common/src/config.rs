@@ -48,6 +48,28 @@ pub struct Limits {
     pub max_blocklist_terms: usize,
     /// `GATEHOUSE_MAX_BLOCKLIST_TERM_CHARS`: longest blocklist term.
     pub max_blocklist_term_chars: usize,
+    /// `GATEHOUSE_MAX_IP_ALLOWLIST_ENTRIES`: most entries in a tenant's IP allowlist.
+    pub max_ip_allowlist_entries: usize,
+}
+
+/// What one HTTP connection may cost an api replica (`api/src/server.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// `GATEHOUSE_HEADER_READ_TIMEOUT_SECS`: a new connection's first request head must be
+    /// complete this long after the connection opened.
+    pub header_read_timeout: Duration,
+    /// `GATEHOUSE_IDLE_TIMEOUT_SECS`: a kept-alive connection waiting this long for its next
+    /// request, or a response write stalled this long (the client stopped reading), is closed.
+    pub idle_timeout: Duration,
+    /// `GATEHOUSE_BODY_READ_TIMEOUT_SECS`: the grace period of a request body; after it the
+    /// body must have averaged `body_min_bytes_per_sec` or it is cut (408).
+    pub body_read_timeout: Duration,
+    /// `GATEHOUSE_BODY_MIN_BYTES_PER_SEC`: the slowest average body rate accepted past the grace.
+    pub body_min_bytes_per_sec: u64,
+    /// `GATEHOUSE_MAX_CONNECTIONS`: concurrent connections per replica; more get 503.
+    pub max_connections: usize,
+    /// `GATEHOUSE_MAX_HEADER_BYTES`: the largest request head (request line + headers).
+    pub max_header_bytes: usize,
 }
 
 /// Identity: tokens, keys, logins, network rules.
@@ -65,6 +87,16 @@ pub struct IdentityConfig {
     pub login_max_failures: i32,
     /// `GATEHOUSE_LOGIN_LOCKOUT_SECS`: the lockout (and the window failures are counted in).
     pub login_lockout: Duration,
+    /// `GATEHOUSE_LOGIN_USER_BACKOFF_AFTER`: failures of one account (from any address) after
+    /// which every further attempt waits an exponential backoff.
+    pub login_user_backoff_after: i32,
+    /// `GATEHOUSE_LOGIN_USER_BACKOFF_MAX_SECS`: the longest such wait.
+    pub login_user_backoff_max: Duration,
+    /// `GATEHOUSE_LOGIN_USER_WINDOW_SECS`: how long an account's failures are remembered.
+    pub login_user_window: Duration,
+    /// `GATEHOUSE_LOGIN_KNOWN_ADDRESS_DAYS`: an address a user logged in from stays exempt
+    /// from the account backoff this long (0: no exemption).
+    pub login_known_address_ttl: Duration,
     /// `GATEHOUSE_TRUSTED_PROXIES`: comma-separated CIDRs whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
     /// `GATEHOUSE_CORS_ORIGINS`: comma-separated origins allowed by CORS (empty: none).
@@ -93,6 +125,7 @@ pub struct Config {
     /// preference (empty: every one installed).
     pub translation_models: Vec<String>,
     pub limits: Limits,
+    pub server: ServerLimits,
     /// `GATEHOUSE_CHUNK_ITEMS`: items per queue message.
     pub chunk_items: usize,
     /// `GATEHOUSE_SYNC_WAIT_MS`: how long the sync endpoints wait before answering 202.
@@ -182,6 +215,20 @@ impl Config {
                 max_blocklist_terms: env.positive("GATEHOUSE_MAX_BLOCKLIST_TERMS", 20_000)?,
                 max_blocklist_term_chars: env
                     .positive("GATEHOUSE_MAX_BLOCKLIST_TERM_CHARS", 100)?,
+                max_ip_allowlist_entries: env
+                    .positive("GATEHOUSE_MAX_IP_ALLOWLIST_ENTRIES", 256)?,
+            },
+            server: ServerLimits {
+                header_read_timeout: Duration::from_secs(
+                    env.positive("GATEHOUSE_HEADER_READ_TIMEOUT_SECS", 10)?,
+                ),
+                idle_timeout: Duration::from_secs(env.positive("GATEHOUSE_IDLE_TIMEOUT_SECS", 30)?),
+                body_read_timeout: Duration::from_secs(
+                    env.positive("GATEHOUSE_BODY_READ_TIMEOUT_SECS", 30)?,
+                ),
+                body_min_bytes_per_sec: env.positive("GATEHOUSE_BODY_MIN_BYTES_PER_SEC", 4096)?,
+                max_connections: env.positive("GATEHOUSE_MAX_CONNECTIONS", 1024)?,
+                max_header_bytes: env.positive("GATEHOUSE_MAX_HEADER_BYTES", 32 * 1024)?,
             },
             chunk_items: env.positive("GATEHOUSE_CHUNK_ITEMS", 100)?,
             sync_wait: Duration::from_millis(env.get("GATEHOUSE_SYNC_WAIT_MS", 10_000)?),
@@ -209,6 +256,16 @@ impl Config {
                 login_max_failures: env.positive("GATEHOUSE_LOGIN_MAX_FAILURES", 5)?,
                 login_lockout: Duration::from_secs(
                     env.positive("GATEHOUSE_LOGIN_LOCKOUT_SECS", 300u64)?,
+                ),
+                login_user_backoff_after: env.positive("GATEHOUSE_LOGIN_USER_BACKOFF_AFTER", 10)?,
+                login_user_backoff_max: Duration::from_secs(
+                    env.positive("GATEHOUSE_LOGIN_USER_BACKOFF_MAX_SECS", 60u64)?,
+                ),
+                login_user_window: Duration::from_secs(
+                    env.positive("GATEHOUSE_LOGIN_USER_WINDOW_SECS", 3600u64)?,
+                ),
+                login_known_address_ttl: Duration::from_secs(
+                    env.get("GATEHOUSE_LOGIN_KNOWN_ADDRESS_DAYS", 30u64)? * 86_400,
                 ),
                 trusted_proxies: env.list("GATEHOUSE_TRUSTED_PROXIES")?,
                 cors_origins: env.list("GATEHOUSE_CORS_ORIGINS")?,
@@ -349,6 +406,27 @@ mod tests {
             "postgres://postgres@127.0.0.1:5432/gatehouse"
         );
         assert_eq!(cfg.amqp_url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    }
+
+    /// Every variable this file reads is documented, with its default, in `.env.example`.
+    #[test]
+    fn every_variable_is_in_the_env_example() {
+        let source = include_str!("config.rs");
+        let example = include_str!("../../.env.example");
+        let mut missing = Vec::new();
+        for (i, _) in source.match_indices("\"GATEHOUSE_") {
+            let name: String = source[i + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            let documented = example
+                .lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{name}=")));
+            if name.len() > "GATEHOUSE_".len() && !documented && !missing.contains(&name) {
+                missing.push(name);
+            }
+        }
+        assert!(missing.is_empty(), "not in .env.example: {missing:?}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod moderation;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 pub mod types;
 
 #[cfg(feature = "testkit")]

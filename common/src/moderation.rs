@@ -265,6 +265,16 @@ impl PolicyChange {
             }
         }
         if let Some(names) = &self.enabled_categories {
+            if names.len() > 4 * Category::ALL.len() {
+                return Err(refuse(
+                    "enabled_categories",
+                    format!(
+                        "{} entries; at most {}",
+                        names.len(),
+                        4 * Category::ALL.len()
+                    ),
+                ));
+            }
             let mut enabled = Vec::new();
             for (i, name) in names.iter().enumerate() {
                 let category: Category = name.parse().map_err(|e: UnknownCategory| {
@@ -299,6 +309,12 @@ impl PolicyChange {
                 let chars = term.term.chars().count();
                 if term.term.trim().is_empty() {
                     return Err(refuse(format!("{field}.term"), "must not be empty"));
+                }
+                if let Err(
+                    e @ (crate::text::TextError::Nul | crate::text::TextError::Control { .. }),
+                ) = crate::text::check(&term.term, crate::text::Rule::line(usize::MAX))
+                {
+                    return Err(refuse(format!("{field}.term"), e.to_string()));
                 }
                 if chars > limits.max_term_chars {
                     return Err(refuse(

@@ -1,42 +1,118 @@
 //! Login throttling, shared by every api replica through Postgres (`login_failures`).
 //!
-//! Failed logins are counted per *subject*: the user (`user:<tenant slug>/<username>`) and
-//! the client address (`ip:<addr>`). A subject that reaches its limit within the window is
-//! locked for `GATEHOUSE_LOGIN_LOCKOUT_SECS`; the window is that same duration, and a
-//! failure after it restarts the count.
+//! **Reserve, then verify.** Every login attempt first *reserves* itself in one transaction
+//! that locks its counters (`SELECT … FOR UPDATE`, in a fixed order so replicas never
+//! deadlock), checks them, and counts the attempt as a failure in advance. Only then is the
+//! password verified; a success refunds the reservation. So 30 simultaneous guesses for one
+//! account verify at most the limit, and the rest are refused with 429 — check-and-count
+//! cannot be raced.
 //!
-//! Security choices:
-//! - **Both keys.** The per-user limit stops guessing one account's password from many
-//!   addresses; the per-IP limit stops one address spraying a few guesses over many
-//!   accounts (which never trips any per-user limit).
-//! - **The per-IP limit is 4× the per-user one** (`max_failures * 4`): several legitimate
-//!   users can share an address (NAT, office egress), and one of them mistyping must not
-//!   lock the others out.
-//! - **IPv6 clients are keyed by their /64**: one subscriber usually holds a whole /64, so
-//!   keying single IPv6 addresses would hand an attacker 2^64 fresh counters.
-//! - **Unknown usernames count too**: callers record failures for them exactly as for known
-//!   users, so lockouts do not reveal which accounts exist.
-//! - **Atomic.** Every failure is one `INSERT … ON CONFLICT DO UPDATE` whose `CASE`s restart
-//!   or extend the window and set the lock in the same statement; concurrent failures on any
-//!   replica serialise on the row and are counted exactly.
-//! - A lock is never shortened by a later failure, and success clears only the user's row:
-//!   logging in correctly does not reset the counter of the address that was spraying.
+//! **Who is counted** (chosen after OWASP's guidance: stop guessing without handing anyone a
+//! button that locks a user out):
+//! - `pair:<tenant>/<user>@<ip>` — one account from one address: locked for
+//!   `GATEHOUSE_LOGIN_LOCKOUT_SECS` after `GATEHOUSE_LOGIN_MAX_FAILURES` failures. An attacker
+//!   locks out only themself.
+//! - `ip:<addr>` — one address across accounts (password spraying): locked after four times
+//!   the limit. IPv6 clients are keyed by their /64.
+//! - `user:<tenant>/<user>` — one account across addresses (a distributed attack): never a
+//!   lockout, but past `GATEHOUSE_LOGIN_USER_BACKOFF_AFTER` failures within
+//!   `GATEHOUSE_LOGIN_USER_WINDOW_SECS` every further attempt must wait an exponentially
+//!   growing delay (1 s, 2 s, 4 s … at most `GATEHOUSE_LOGIN_USER_BACKOFF_MAX_SECS`) after the
+//!   previous one. Addresses the user has logged in from successfully in the last
+//!   `GATEHOUSE_LOGIN_KNOWN_ADDRESS_DAYS` are exempt from this backoff (they keep their own
+//!   pair limit), so the real user still gets in while the account is under attack.
+//! - Unknown usernames are counted exactly like known ones: lockouts reveal nothing.
+//! - A success clears the pair and the user counters and refunds the address's reservation;
+//!   it does not reset the address's earlier failures.
 
 use std::{
-    collections::HashSet,
     net::{IpAddr, Ipv6Addr},
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use gatehouse_common::config::IdentityConfig;
 use sqlx::PgPool;
 
-/// Prefix of user subjects.
+/// Prefix of per-account subjects.
 pub const USER_PREFIX: &str = "user:";
-/// Prefix of client-address subjects.
+/// Prefix of per-address subjects.
 pub const IP_PREFIX: &str = "ip:";
-/// How much looser the per-IP limit is than the per-user one.
+/// Prefix of per-(account, address) subjects.
+pub const PAIR_PREFIX: &str = "pair:";
+/// How much looser the per-address limit is than the per-pair one.
 pub const IP_LIMIT_FACTOR: i32 = 4;
+
+/// The counters one login attempt touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    user: Option<String>,
+    pair: Option<String>,
+    ip: String,
+}
+
+impl Attempt {
+    /// A login for `username` of the tenant `tenant_slug` (`None`: operators) from `ip`.
+    pub fn new(tenant_slug: Option<&str>, username: &str, ip: IpAddr) -> Self {
+        let user = user_subject(tenant_slug.unwrap_or("-operators-"), username);
+        let ip = ip_subject(ip);
+        let pair = format!(
+            "{PAIR_PREFIX}{}@{}",
+            &user[USER_PREFIX.len()..],
+            &ip[IP_PREFIX.len()..]
+        );
+        Self {
+            user: Some(user),
+            pair: Some(pair),
+            ip,
+        }
+    }
+
+    /// An attempt that names no usable account (a malformed body): only its address counts.
+    pub fn address_only(ip: IpAddr) -> Self {
+        Self {
+            user: None,
+            pair: None,
+            ip: ip_subject(ip),
+        }
+    }
+
+    /// Every subject, sorted (the lock order).
+    fn subjects(&self) -> Vec<String> {
+        let mut all: Vec<String> = [self.user.clone(), self.pair.clone(), Some(self.ip.clone())]
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+
+    pub fn user_subject(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    pub fn pair_subject(&self) -> Option<&str> {
+        self.pair.as_deref()
+    }
+
+    pub fn ip_subject(&self) -> &str {
+        &self.ip
+    }
+}
+
+/// The answer to a reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// Go ahead and verify; the attempt already counts as a failure until
+    /// [`LoginThrottle::succeeded`] refunds it.
+    Granted,
+    /// Refused: try again after `retry_after`. Nothing was counted.
+    Refused {
+        retry_after: Duration,
+        reason: &'static str,
+    },
+}
 
 /// Login throttling backed by the `login_failures` table.
 #[derive(Clone)]
@@ -44,115 +120,252 @@ pub struct LoginThrottle {
     pool: PgPool,
     max_failures: i32,
     lockout: Duration,
+    user_backoff_after: i32,
+    user_backoff_max: Duration,
+    user_window: Duration,
+    known_address_ttl: Duration,
+}
+
+#[derive(sqlx::FromRow)]
+struct Counter {
+    subject: String,
+    failures: i32,
+    window_start: DateTime<Utc>,
+    locked_until: Option<DateTime<Utc>>,
+    last_attempt_at: Option<DateTime<Utc>>,
+}
+
+fn until(now: DateTime<Utc>, then: DateTime<Utc>) -> Duration {
+    let ms = (then - now).num_milliseconds().max(1);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(1))
 }
 
 impl LoginThrottle {
-    /// Takes `login_max_failures` and `login_lockout` from the configuration.
     pub fn new(pool: PgPool, config: &IdentityConfig) -> Self {
         Self {
             pool,
             max_failures: config.login_max_failures.max(1),
             lockout: config.login_lockout,
+            user_backoff_after: config.login_user_backoff_after.max(1),
+            user_backoff_max: config.login_user_backoff_max,
+            user_window: config.login_user_window,
+            known_address_ttl: config.login_known_address_ttl,
         }
     }
 
-    /// Failures that lock `subject`: `max_failures` for users, `max_failures * 4` for
-    /// addresses.
+    /// Failures that lock `subject` (users are never locked: `i32::MAX`).
     pub fn limit_for(&self, subject: &str) -> i32 {
         if subject.starts_with(IP_PREFIX) {
             self.max_failures.saturating_mul(IP_LIMIT_FACTOR)
-        } else {
+        } else if subject.starts_with(PAIR_PREFIX) {
             self.max_failures
+        } else {
+            i32::MAX
         }
     }
 
-    /// `Some(retry_after)` if any of `subjects` is locked now (the longest remaining lock,
-    /// rounded up to the millisecond), `None` otherwise. Call it before verifying the
-    /// password, and do not verify or record anything while locked.
-    pub async fn check(&self, subjects: &[String]) -> Result<Option<Duration>, sqlx::Error> {
-        if subjects.is_empty() {
-            return Ok(None);
+    fn window_for(&self, subject: &str) -> Duration {
+        if subject.starts_with(USER_PREFIX) {
+            self.user_window
+        } else {
+            self.lockout
         }
-        let remaining_ms: Option<i64> = sqlx::query_scalar(
-            "SELECT ceil(extract(epoch FROM max(locked_until) - now()) * 1000)::bigint
-               FROM login_failures
-              WHERE subject = ANY($1) AND locked_until > now()",
+    }
+
+    /// The delay a user counter at `failures` imposes between attempts (zero below the
+    /// threshold).
+    pub fn user_backoff(&self, failures: i32) -> Duration {
+        if failures < self.user_backoff_after {
+            return Duration::ZERO;
+        }
+        let exponent = u32::try_from(failures - self.user_backoff_after)
+            .unwrap_or(0)
+            .min(20);
+        Duration::from_secs(1u64 << exponent).min(self.user_backoff_max)
+    }
+
+    /// Checks and counts one attempt atomically (see the module docs).
+    pub async fn reserve(&self, attempt: &Attempt) -> Result<Reservation, sqlx::Error> {
+        let subjects = attempt.subjects();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO login_failures (subject, failures, window_start)
+             SELECT s, 0, now() FROM UNNEST($1::text[]) AS s
+             ON CONFLICT (subject) DO NOTHING",
         )
-        .bind(subjects)
-        .fetch_one(&self.pool)
+        .bind(&subjects)
+        .execute(&mut *tx)
         .await?;
-        Ok(remaining_ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0).max(1))))
-    }
-
-    /// Counts one failed login against each of `subjects` (duplicates once).
-    ///
-    /// Per subject, a single atomic upsert: within the window (`lockout` since the first
-    /// failure) the count goes up by one, after it the count restarts at 1 with a new window;
-    /// when the count reaches the subject's limit, `locked_until = now() + lockout`.
-    pub async fn record_failure(&self, subjects: &[String]) -> Result<(), sqlx::Error> {
-        let mut seen = HashSet::with_capacity(subjects.len());
-        for subject in subjects {
-            if !seen.insert(subject.as_str()) {
-                continue;
-            }
-            let limit = self.limit_for(subject);
-            // `$1` subject, `$2` limit, `$3` lockout (also the counting window).
-            let locked_now: bool = sqlx::query_scalar(
-                "INSERT INTO login_failures AS lf (subject, failures, window_start, locked_until)
-                 VALUES ($1, 1, now(), CASE WHEN 1 >= $2 THEN now() + $3 END)
-                 ON CONFLICT (subject) DO UPDATE SET
-                     failures = CASE WHEN lf.window_start > now() - $3
-                                     THEN lf.failures + 1 ELSE 1 END,
-                     window_start = CASE WHEN lf.window_start > now() - $3
-                                         THEN lf.window_start ELSE now() END,
-                     locked_until = CASE
-                         WHEN (CASE WHEN lf.window_start > now() - $3
-                                    THEN lf.failures + 1 ELSE 1 END) >= $2
-                         THEN GREATEST(lf.locked_until, now() + $3)
-                         ELSE lf.locked_until END
-                 RETURNING failures = $2",
-            )
-            .bind(subject)
-            .bind(limit)
-            .bind(self.lockout)
-            .fetch_one(&self.pool)
+        let counters: Vec<Counter> = sqlx::query_as(
+            "SELECT subject, failures, window_start, locked_until, last_attempt_at
+               FROM login_failures WHERE subject = ANY($1)
+              ORDER BY subject FOR UPDATE",
+        )
+        .bind(&subjects)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&mut *tx)
             .await?;
-            if locked_now {
-                let kind = if subject.starts_with(IP_PREFIX) {
+        let known = match (&attempt.user, self.known_address_ttl.is_zero()) {
+            (Some(user), false) => {
+                sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM login_known_addresses
+                      WHERE user_subject = $1 AND ip_subject = $2
+                        AND last_success_at > now() - $3)",
+                )
+                .bind(user)
+                .bind(&attempt.ip)
+                .bind(self.known_address_ttl)
+                .fetch_one(&mut *tx)
+                .await?
+            }
+            _ => false,
+        };
+
+        let in_window = |c: &Counter| {
+            let window = chrono::Duration::from_std(self.window_for(&c.subject))
+                .unwrap_or(chrono::Duration::MAX);
+            c.window_start > now - window
+        };
+        let mut refusal: Option<(Duration, &'static str)> = None;
+        for c in &counters {
+            let refused = if let Some(locked) = c.locked_until.filter(|l| *l > now) {
+                let reason = if c.subject.starts_with(IP_PREFIX) {
+                    "address"
+                } else {
+                    "account_address"
+                };
+                Some((until(now, locked), reason))
+            } else if c.subject.starts_with(USER_PREFIX) && !known && in_window(c) {
+                let wait = self.user_backoff(c.failures);
+                match c.last_attempt_at {
+                    Some(last) if !wait.is_zero() => {
+                        let next = last + chrono::Duration::from_std(wait).unwrap_or_default();
+                        (next > now).then(|| (until(now, next), "account"))
+                    }
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            if let Some((wait, reason)) = refused
+                && refusal.is_none_or(|(w, _)| wait > w)
+            {
+                refusal = Some((wait, reason));
+            }
+        }
+        if let Some((retry_after, reason)) = refusal {
+            tx.commit().await?;
+            metrics::counter!("gatehouse_api_login_throttled_total", "reason" => reason)
+                .increment(1);
+            return Ok(Reservation::Refused {
+                retry_after,
+                reason,
+            });
+        }
+
+        let lockout = chrono::Duration::from_std(self.lockout).unwrap_or(chrono::Duration::MAX);
+        let mut names = Vec::with_capacity(counters.len());
+        let mut failures = Vec::with_capacity(counters.len());
+        let mut starts = Vec::with_capacity(counters.len());
+        let mut locks: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(counters.len());
+        for c in &counters {
+            let (count, start) = if in_window(c) {
+                (c.failures.saturating_add(1), c.window_start)
+            } else {
+                (1, now)
+            };
+            let lock = if count >= self.limit_for(&c.subject) {
+                let kind = if c.subject.starts_with(IP_PREFIX) {
                     "ip"
                 } else {
-                    "user"
+                    "pair"
                 };
                 metrics::counter!("gatehouse_api_login_lockouts_total", "kind" => kind)
                     .increment(1);
-                tracing::warn!(%subject, lockout_secs = self.lockout.as_secs(), "login locked out");
-            }
+                tracing::warn!(
+                    kind,
+                    lockout_secs = self.lockout.as_secs(),
+                    "login locked out"
+                );
+                Some(now + lockout)
+            } else {
+                c.locked_until.filter(|l| *l > now)
+            };
+            names.push(c.subject.clone());
+            failures.push(count);
+            starts.push(start);
+            locks.push(lock);
         }
-        Ok(())
+        sqlx::query(
+            "UPDATE login_failures AS lf
+                SET failures = u.failures, window_start = u.window_start,
+                    locked_until = u.locked_until, last_attempt_at = now()
+               FROM UNNEST($1::text[], $2::int4[], $3::timestamptz[], $4::timestamptz[])
+                    AS u(subject, failures, window_start, locked_until)
+              WHERE lf.subject = u.subject",
+        )
+        .bind(&names)
+        .bind(&failures)
+        .bind(&starts)
+        .bind(&locks)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Reservation::Granted)
     }
 
-    /// A successful login: clears `user_subject`'s failures. Address subjects are left alone,
-    /// so one correct password does not reset a spraying address's counter.
-    pub async fn record_success(&self, user_subject: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM login_failures WHERE subject = $1")
-            .bind(user_subject)
-            .execute(&self.pool)
+    /// The attempt succeeded: clears the account's counters, refunds the address's
+    /// reservation, and remembers the address as one this user logs in from.
+    pub async fn succeeded(&self, attempt: &Attempt) -> Result<(), sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let personal: Vec<String> = [attempt.user.clone(), attempt.pair.clone()]
+            .into_iter()
+            .flatten()
+            .collect();
+        sqlx::query("DELETE FROM login_failures WHERE subject = ANY($1)")
+            .bind(&personal)
+            .execute(&mut *tx)
             .await?;
-        Ok(())
+        sqlx::query(
+            "UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE subject = $1",
+        )
+        .bind(&attempt.ip)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(user) = &attempt.user {
+            sqlx::query(
+                "INSERT INTO login_known_addresses (user_subject, ip_subject, last_success_at)
+                 VALUES ($1, $2, now())
+                 ON CONFLICT (user_subject, ip_subject) DO UPDATE SET last_success_at = now()",
+            )
+            .bind(user)
+            .bind(&attempt.ip)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
     }
 
-    /// Deletes rows whose window and lock are both over (they would restart at 1 anyway);
-    /// returns how many. Housekeeping, safe to run from any replica at any time.
+    /// Deletes counters whose window and lock are both over, and known addresses past their
+    /// time; returns how many rows went. Housekeeping, safe from any replica at any time.
     pub async fn purge_stale(&self) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
+        let counters = sqlx::query(
             "DELETE FROM login_failures
-              WHERE window_start <= now() - $1
+              WHERE window_start <= now() - CASE WHEN starts_with(subject, 'user:') THEN $2 ELSE $1 END
                 AND (locked_until IS NULL OR locked_until <= now())",
         )
         .bind(self.lockout)
+        .bind(self.user_window)
         .execute(&self.pool)
         .await?;
-        Ok(done.rows_affected())
+        let known =
+            sqlx::query("DELETE FROM login_known_addresses WHERE last_success_at <= now() - $1")
+                .bind(self.known_address_ttl)
+                .execute(&self.pool)
+                .await?;
+        Ok(counters.rows_affected() + known.rows_affected())
     }
 }
 
@@ -195,13 +408,16 @@ mod tests {
             ip_subject("2001:db8:1:2:aaaa:bbbb:cccc:dddd".parse().unwrap()),
             "ip:2001:db8:1:2::/64"
         );
-        assert_eq!(
-            ip_subject("2001:db8:1:2::1".parse().unwrap()),
-            ip_subject("2001:db8:1:2:ffff::9".parse().unwrap())
-        );
         assert_ne!(
             ip_subject("2001:db8:1:2::1".parse().unwrap()),
             ip_subject("2001:db8:1:3::1".parse().unwrap())
+        );
+        let a = Attempt::new(Some("acme"), "Alice", "192.0.2.1".parse().unwrap());
+        assert_eq!(a.pair_subject(), Some("pair:acme/alice@192.0.2.1"));
+        assert_eq!(a.subjects().len(), 3);
+        assert_eq!(
+            Attempt::address_only("192.0.2.1".parse().unwrap()).subjects(),
+            vec!["ip:192.0.2.1".to_string()]
         );
     }
 }

@@ -1,15 +1,12 @@
 //! `GET /v1/audit`: a tenant admin reads the tenant's audit records, newest first.
 
-use axum::{
-    Json, Router,
-    extract::{Query, State},
-    routing::get,
-};
+use axum::{Json, Router, extract::State, routing::get};
 
 use super::{Page, PageQuery};
 use crate::{
     auth::Principal,
     error::ApiError,
+    extract::ApiQuery,
     policy,
     state::AppState,
     store::audit::{self, AuditRecord},
@@ -22,7 +19,7 @@ pub fn router() -> Router<AppState> {
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<AuditRecord>>, ApiError> {
     principal.require(&policy::AUDIT_READ)?;
     let limit = page.limit()?;

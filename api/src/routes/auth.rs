@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::{
     auth::{Principal, Subject, Via},
     error::ApiError,
-    extract::ApiJson,
+    extract::{ApiJson, Line},
     identity::{jwt::IssuedToken, password, throttle},
     network::ClientIp,
     policy,
@@ -51,42 +51,56 @@ async fn token(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Login {
     /// The tenant's slug; omitted (or empty) for platform operators.
     #[serde(default)]
     tenant: Option<String>,
-    username: String,
+    username: Line<100>,
     password: String,
 }
 
 const BAD_LOGIN: &str = "invalid tenant, username or password";
+/// Longest password accepted (argon2 input; the policy asks for at least 12 characters).
+const MAX_PASSWORD_BYTES: usize = 1024;
 
-/// Username and password for a JWT. Failures are throttled per user and per client IP, and
-/// never say whether the tenant or the user exists.
+fn throttled(retry_after: std::time::Duration) -> ApiError {
+    ApiError::too_many(
+        "too many login attempts; try again later",
+        retry_after.as_secs_f64().ceil() as u64,
+    )
+}
+
+/// Username and password for a JWT. Every attempt is reserved with the throttle before the
+/// password is verified (see `identity/throttle.rs`); failures never say whether the tenant
+/// or the user exists. A malformed body counts against the client's address too.
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiJson(body): ApiJson<Login>,
+    body: Result<ApiJson<Login>, ApiError>,
 ) -> Result<Json<IssuedToken>, ApiError> {
-    let slug = body.tenant.as_deref().filter(|s| !s.is_empty());
-    if body.username.is_empty() || body.username.chars().count() > 100 || body.password.len() > 1024
+    let body = match body.and_then(|ApiJson(body)| check_login_shape(body)) {
+        Ok(body) => body,
+        Err(error) => {
+            let attempt = throttle::Attempt::address_only(ip);
+            if let throttle::Reservation::Refused { retry_after, .. } =
+                state.throttle.reserve(&attempt).await?
+            {
+                return Err(throttled(retry_after));
+            }
+            return Err(error);
+        }
+    };
+    let slug = body.tenant.as_deref();
+    let username = body.username.as_str();
+    let attempt = throttle::Attempt::new(slug, username, ip);
+    if let throttle::Reservation::Refused { retry_after, .. } =
+        state.throttle.reserve(&attempt).await?
     {
-        return Err(ApiError::invalid(
-            "invalid_credentials_shape",
-            "username",
-            "username must be 1 to 100 characters and password at most 1024 bytes",
-        ));
+        record_login(&state, None, username, ip, "throttled").await?;
+        return Err(throttled(retry_after));
     }
-    let user_subject = throttle::user_subject(slug.unwrap_or("-operators-"), &body.username);
-    let subjects = [user_subject.clone(), throttle::ip_subject(ip)];
-    if let Some(wait) = state.throttle.check(&subjects).await? {
-        record_login(&state, None, &body.username, ip, "throttled").await?;
-        return Err(ApiError::TooManyRequests {
-            detail: "too many failed logins; try again later".into(),
-            retry_after_secs: wait.as_secs().max(1),
-        });
-    }
-    let candidate = users::find_for_login(&state.pool, slug, &body.username).await?;
+    let candidate = users::find_for_login(&state.pool, slug, username).await?;
     let hash = candidate.as_ref().map(|c| c.password_hash.clone());
     let matches = password::verify(body.password, hash)
         .await
@@ -94,11 +108,11 @@ async fn login(
     let user = match candidate {
         Some(c) if matches && c.usable => c.user,
         other => {
-            state.throttle.record_failure(&subjects).await?;
+            // The reservation already counted this failure.
             record_login(
                 &state,
                 other.and_then(|c| c.user.tenant_id),
-                &body.username,
+                username,
                 ip,
                 "failure",
             )
@@ -110,8 +124,8 @@ async fn login(
             });
         }
     };
-    state.throttle.record_success(&user_subject).await?;
-    record_login(&state, user.tenant_id, &body.username, ip, "success").await?;
+    state.throttle.succeeded(&attempt).await?;
+    record_login(&state, user.tenant_id, username, ip, "success").await?;
     let scopes = match (user.role, user.tenant_id) {
         (Role::Admin | Role::Reviewer, Some(tenant)) => tenants::get(&state.pool, tenant)
             .await?
@@ -130,6 +144,23 @@ async fn login(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(issued))
+}
+
+/// The tenant slug (empty = none) and the password length, beyond what the types check.
+fn check_login_shape(mut body: Login) -> Result<Login, ApiError> {
+    body.tenant = body.tenant.filter(|t| !t.trim().is_empty());
+    if let Some(tenant) = &body.tenant {
+        gatehouse_common::text::check(tenant, gatehouse_common::text::Rule::line(63))
+            .map_err(|e| ApiError::invalid(e.code(), "tenant", format!("tenant {e}")))?;
+    }
+    if body.password.len() > MAX_PASSWORD_BYTES || body.password.contains('\0') {
+        return Err(ApiError::invalid(
+            "invalid_credentials_shape",
+            "password",
+            "password must be at most 1024 bytes without NUL",
+        ));
+    }
+    Ok(body)
 }
 
 async fn record_login(

@@ -3,7 +3,7 @@
 use axum::{
     Json, Router,
     body::Body,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -16,7 +16,7 @@ use super::{Page, PageQuery};
 use crate::{
     auth::Principal,
     error::ApiError,
-    extract::ApiJson,
+    extract::{ApiJson, ApiQuery},
     policy,
     state::AppState,
     store::jobs::{self, Inserted, NewJob},
@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateJob {
     pub kind: String,
     #[serde(default)]
@@ -113,6 +114,7 @@ pub(crate) fn translate_options(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ItemIn {
     #[serde(default)]
     pub custom_id: Option<String>,
@@ -181,6 +183,13 @@ async fn create(
             }
             Ok(response)
         }
+        Inserted::KeyReused(existing) => Err(ApiError::invalid(
+            "idempotency_key_reused",
+            "Idempotency-Key",
+            format!(
+                "this Idempotency-Key was already used for a different request (job {existing}); use a new key for a new request"
+            ),
+        )),
         Inserted::Replayed(job) => {
             let mut response = (StatusCode::OK, Json(job)).into_response();
             response
@@ -199,9 +208,11 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
             v.to_str()
                 .ok()
                 .filter(|k| !k.is_empty() && k.len() <= 255)
-                .ok_or_else(|| ApiError::BadRequest {
-                    code: "invalid_idempotency_key",
-                    detail: "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
                 })
         })
         .transpose()
@@ -300,7 +311,7 @@ pub(crate) fn validate_items(
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<jobs::Job>>, ApiError> {
     principal.require(&policy::JOBS_READ)?;
     let limit = page.limit()?;
@@ -317,6 +328,7 @@ async fn list(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Share {
     shared: bool,
 }

@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
     routing::{delete, get, post},
 };
@@ -16,7 +16,7 @@ use super::{Page, PageQuery, check_scopes};
 use crate::{
     auth::Principal,
     error::ApiError,
-    extract::ApiJson,
+    extract::{ApiJson, ApiQuery, Line},
     policy,
     state::AppState,
     store::{
@@ -33,8 +33,9 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateKey {
-    name: String,
+    name: Line<100>,
     scopes: Vec<String>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
@@ -54,15 +55,9 @@ async fn create(
     principal.require(&policy::KEYS_MANAGE)?;
     let ApiJson(body) = body?;
     let tenant = principal.tenant()?;
-    let name = body.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::invalid(
-            "invalid_name",
-            "name",
-            "name must be 1 to 100 characters",
-        ));
-    }
-    if body.scopes.is_empty() {
+    let name = body.name.as_str();
+    let scopes = super::bounded_set("scopes", body.scopes, super::MAX_SCOPES)?;
+    if scopes.is_empty() {
         return Err(ApiError::invalid(
             "invalid_scope",
             "scopes",
@@ -73,7 +68,7 @@ async fn create(
         .await?
         .map(|t| t.scopes)
         .unwrap_or_default();
-    check_scopes("scopes", &body.scopes, &granted)?;
+    check_scopes("scopes", &scopes, &granted)?;
     if body.expires_at.is_some_and(|t| t <= Utc::now()) {
         return Err(ApiError::invalid(
             "invalid_expiry",
@@ -86,7 +81,7 @@ async fn create(
         NewKey {
             tenant,
             name,
-            scopes: &body.scopes,
+            scopes: &scopes,
             expires_at: body.expires_at,
             actor: &principal.actor(),
             client_ip: Some(principal.client_ip),
@@ -99,7 +94,7 @@ async fn create(
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<ApiKey>>, ApiError> {
     principal.require(&policy::KEYS_MANAGE)?;
     let limit = page.limit()?;

@@ -85,6 +85,30 @@ impl<T> Page<T> {
     }
 }
 
+/// Most entries a `scopes` list may hold (there are far fewer scopes; this only bounds the
+/// work a hostile list can cause before it is refused).
+pub const MAX_SCOPES: usize = 32;
+
+/// A list field as a set: at most `max` entries (422 `too_many_entries` otherwise), each
+/// entry trimmed, duplicates dropped, first-seen order kept.
+pub fn bounded_set(field: &str, list: Vec<String>, max: usize) -> Result<Vec<String>, ApiError> {
+    if list.len() > max {
+        return Err(ApiError::invalid(
+            "too_many_entries",
+            field,
+            format!("{field} has {} entries; at most {max}", list.len()),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for entry in list {
+        let entry = entry.trim().to_string();
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
 /// Scopes must be known and, for keys, granted to the tenant.
 pub fn check_scopes(field: &str, scopes: &[String], allowed: &[String]) -> Result<(), ApiError> {
     for (i, scope) in scopes.iter().enumerate() {

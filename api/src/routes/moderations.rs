@@ -29,7 +29,7 @@ struct ModerationRequest {
     /// models it ran.
     #[serde(default)]
     #[allow(dead_code)]
-    model: Option<String>,
+    model: Option<crate::extract::Line<200>>,
 }
 
 async fn moderate(

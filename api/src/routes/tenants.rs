@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
     routing::{get, patch},
 };
@@ -18,7 +18,7 @@ use super::{Page, PageQuery, check_scopes};
 use crate::{
     auth::Principal,
     error::ApiError,
-    extract::ApiJson,
+    extract::{ApiJson, ApiQuery, Line},
     policy,
     state::AppState,
     store::tenants::{self, NewTenant, Tenant, TenantChanges},
@@ -44,9 +44,10 @@ async fn own(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UpdateOwnTenant {
     #[serde(default)]
-    name: Option<String>,
+    name: Option<Line<200>>,
     #[serde(default)]
     ip_allowlist: Option<Vec<String>>,
 }
@@ -61,15 +62,11 @@ async fn update_own(
     principal.require(&policy::TENANT_SETTINGS)?;
     let ApiJson(body) = body?;
     let id = principal.tenant()?;
-    if let Some(name) = &body.name {
-        check_name(name)?;
-    }
     let changes = TenantChanges {
-        name: body.name.map(|n| n.trim().to_string()),
+        name: body.name.map(Line::into_inner),
         ip_allowlist: body
             .ip_allowlist
-            .as_deref()
-            .map(parse_allowlist)
+            .map(|list| parse_allowlist(&state, list))
             .transpose()?,
         ..TenantChanges::default()
     };
@@ -86,47 +83,51 @@ async fn update_own(
     .ok_or(ApiError::NotFound)
 }
 
-/// A tenant name: 1 to 200 characters once trimmed.
-fn check_name(name: &str) -> Result<&str, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 {
-        return Err(ApiError::invalid(
-            "invalid_name",
-            "name",
-            "name must be 1 to 200 characters",
-        ));
-    }
-    Ok(name)
-}
-
 fn all_scopes() -> Vec<String> {
     SCOPES.iter().map(|s| s.to_string()).collect()
 }
 
-/// CIDRs or bare addresses (`10.0.0.0/8`, `203.0.113.7`).
-fn parse_allowlist(raw: &[String]) -> Result<Vec<IpNet>, ApiError> {
-    raw.iter()
-        .enumerate()
-        .map(|(i, entry)| {
-            entry
-                .parse::<IpNet>()
-                .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    ApiError::invalid(
-                        "invalid_cidr",
-                        format!("ip_allowlist[{i}]"),
-                        format!("`{entry}` is not a CIDR or IP address"),
-                    )
-                })
-        })
-        .collect()
+/// CIDRs or bare addresses (`10.0.0.0/8`, `203.0.113.7`), at most
+/// `GATEHOUSE_MAX_IP_ALLOWLIST_ENTRIES`, de-duplicated (after normalisation) in order.
+fn parse_allowlist(state: &AppState, raw: Vec<String>) -> Result<Vec<IpNet>, ApiError> {
+    let max = state.config.limits.max_ip_allowlist_entries;
+    if raw.len() > max {
+        return Err(ApiError::invalid(
+            "too_many_entries",
+            "ip_allowlist",
+            format!(
+                "{} entries; at most {max} (GATEHOUSE_MAX_IP_ALLOWLIST_ENTRIES)",
+                raw.len()
+            ),
+        ));
+    }
+    let mut nets: Vec<IpNet> = Vec::with_capacity(raw.len());
+    for (i, entry) in raw.iter().enumerate() {
+        let net = entry
+            .trim()
+            .parse::<IpNet>()
+            .or_else(|_| entry.trim().parse::<std::net::IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                ApiError::invalid(
+                    "invalid_cidr",
+                    format!("ip_allowlist[{i}]"),
+                    "not a CIDR or IP address",
+                )
+            })?
+            .trunc();
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    Ok(nets)
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateTenant {
-    name: String,
+    name: Line<200>,
     #[serde(default)]
-    slug: Option<String>,
+    slug: Option<Line<63>>,
     #[serde(default)]
     scopes: Option<Vec<String>>,
     #[serde(default)]
@@ -140,8 +141,11 @@ async fn create(
 ) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     principal.require(&policy::TENANTS_MANAGE)?;
     let ApiJson(body) = body?;
-    let name = check_name(&body.name)?;
-    let slug = body.slug.unwrap_or_else(|| tenants::slugify(name));
+    let name = body.name.as_str();
+    let slug = body
+        .slug
+        .map(Line::into_inner)
+        .unwrap_or_else(|| tenants::slugify(name));
     if slug.is_empty() || slug != tenants::slugify(&slug) {
         return Err(ApiError::invalid(
             "invalid_slug",
@@ -149,16 +153,20 @@ async fn create(
             "slug must be lowercase letters, digits and single dashes",
         ));
     }
-    if let Some(scopes) = &body.scopes {
+    let scopes = body
+        .scopes
+        .map(|s| super::bounded_set("scopes", s, super::MAX_SCOPES))
+        .transpose()?;
+    if let Some(scopes) = &scopes {
         check_scopes("scopes", scopes, &all_scopes())?;
     }
-    let allowlist = parse_allowlist(&body.ip_allowlist)?;
+    let allowlist = parse_allowlist(&state, body.ip_allowlist)?;
     let created = tenants::create(
         &state.pool,
         NewTenant {
             name,
             slug: &slug,
-            scopes: body.scopes.as_deref(),
+            scopes: scopes.as_deref(),
             ip_allowlist: &allowlist,
         },
         &principal.actor(),
@@ -183,7 +191,7 @@ async fn create(
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Tenant>>, ApiError> {
     principal.require(&policy::TENANTS_MANAGE)?;
     let limit = page.limit()?;
@@ -192,9 +200,10 @@ async fn list(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UpdateTenant {
     #[serde(default)]
-    name: Option<String>,
+    name: Option<Line<200>>,
     #[serde(default)]
     enabled: Option<bool>,
     #[serde(default)]
@@ -212,20 +221,20 @@ async fn update(
     principal.require(&policy::TENANTS_MANAGE)?;
     let ApiJson(body) = body?;
     let id: TenantId = id.parse().map_err(|_| ApiError::NotFound)?;
-    if let Some(name) = &body.name {
-        check_name(name)?;
-    }
-    if let Some(scopes) = &body.scopes {
+    let scopes = body
+        .scopes
+        .map(|s| super::bounded_set("scopes", s, super::MAX_SCOPES))
+        .transpose()?;
+    if let Some(scopes) = &scopes {
         check_scopes("scopes", scopes, &all_scopes())?;
     }
     let changes = TenantChanges {
-        name: body.name.map(|n| n.trim().to_string()),
+        name: body.name.map(Line::into_inner),
         enabled: body.enabled,
-        scopes: body.scopes,
+        scopes,
         ip_allowlist: body
             .ip_allowlist
-            .as_deref()
-            .map(parse_allowlist)
+            .map(|list| parse_allowlist(&state, list))
             .transpose()?,
     };
     tenants::update(

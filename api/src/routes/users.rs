@@ -3,7 +3,7 @@
 
 use axum::{
     Json, Router,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::StatusCode,
     routing::{get, patch},
 };
@@ -14,7 +14,7 @@ use super::{Page, PageQuery};
 use crate::{
     auth::{Principal, Subject},
     error::ApiError,
-    extract::ApiJson,
+    extract::{ApiJson, ApiQuery, Line},
     identity::password,
     policy,
     state::AppState,
@@ -64,8 +64,9 @@ async fn hashed(field: &str, password: String) -> Result<String, ApiError> {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CreateUser {
-    username: String,
+    username: Line<100>,
     password: String,
     role: String,
 }
@@ -78,17 +79,7 @@ async fn create(
     principal.require(&policy::USERS_MANAGE)?;
     let ApiJson(body) = body?;
     let tenant = principal.tenant()?;
-    let username = body.username.trim();
-    if username.is_empty()
-        || username.chars().count() > 100
-        || username.chars().any(char::is_control)
-    {
-        return Err(ApiError::invalid(
-            "invalid_username",
-            "username",
-            "username must be 1 to 100 printable characters",
-        ));
-    }
+    let username = body.username.as_str();
     let role = tenant_role("role", &body.role)?;
     let hash = hashed("password", body.password).await?;
     let actor = principal.actor();
@@ -110,7 +101,7 @@ async fn create(
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
-    Query(page): Query<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<User>>, ApiError> {
     principal.require(&policy::USERS_MANAGE)?;
     let limit = page.limit()?;
@@ -125,6 +116,7 @@ async fn list(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct UpdateUser {
     #[serde(default)]
     role: Option<String>,

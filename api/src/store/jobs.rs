@@ -108,22 +108,48 @@ pub struct NewJob<'a> {
 
 pub enum Inserted {
     Created(Job),
-    /// A job with the same `Idempotency-Key` already exists for this tenant.
+    /// This principal already sent this `Idempotency-Key` with the same request.
     Replayed(Job),
+    /// This principal already sent this `Idempotency-Key` with a different request.
+    KeyReused(JobId),
+}
+
+/// SHA-256 of the request as validated (kind, options, custom ids, texts), to tell a replay
+/// from a different request under the same idempotency key.
+fn request_hash(new: &NewJob<'_>) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        hash.update((bytes.len() as u64).to_le_bytes());
+        hash.update(bytes);
+    };
+    field(new.kind.as_str().as_bytes());
+    field(new.options.to_string().as_bytes());
+    for (id, text) in new.custom_ids.iter().zip(&new.texts) {
+        match id {
+            Some(id) => field(id.as_bytes()),
+            None => field(b"\xff"),
+        }
+        field(text.as_bytes());
+    }
+    hash.finalize().to_vec()
 }
 
 /// Stores the job, its items, its chunks and one outbox message per chunk, atomically.
 pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Error> {
     let total = i32::try_from(new.texts.len()).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
     let job_id = JobId::new();
+    let request_sha256 = new.idempotency_key.map(|_| request_hash(&new));
     let mut tx = db::begin(pool, Scope::Tenant(new.tenant_id)).await?;
     let row: Option<JobRow> = sqlx::query_as(&format!(
         r"
         INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by,
-                          options, policy_version)
+                          options, policy_version, request_sha256)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
-                (SELECT coalesce(max(version), 0) FROM moderation_policies WHERE tenant_id = $2))
-        ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+                (SELECT coalesce(max(version), 0) FROM moderation_policies WHERE tenant_id = $2),
+                $9)
+        ON CONFLICT (tenant_id, created_by, idempotency_key) WHERE idempotency_key IS NOT NULL
+        DO NOTHING
         RETURNING {JOB_COLUMNS}
         "
     ))
@@ -135,18 +161,33 @@ pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Er
     .bind(new.idempotency_key)
     .bind(&new.actor)
     .bind(&new.options)
+    .bind(&request_sha256)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
         let key = new.idempotency_key.unwrap_or_default();
-        let existing: JobRow = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE tenant_id = $1 AND idempotency_key = $2"
-        ))
-        .bind(new.tenant_id)
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (existing, hash): (JobRow, Option<Vec<u8>>) = {
+            #[derive(sqlx::FromRow)]
+            struct Replay {
+                #[sqlx(flatten)]
+                job: JobRow,
+                request_sha256: Option<Vec<u8>>,
+            }
+            let replay: Replay = sqlx::query_as(&format!(
+                "SELECT {JOB_COLUMNS}, request_sha256 FROM jobs
+                 WHERE tenant_id = $1 AND created_by = $2 AND idempotency_key = $3"
+            ))
+            .bind(new.tenant_id)
+            .bind(&new.actor)
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await?;
+            (replay.job, replay.request_sha256)
+        };
         tx.commit().await?;
+        if hash != request_sha256 {
+            return Ok(Inserted::KeyReused(existing.job_id));
+        }
         return Ok(Inserted::Replayed(existing.try_into()?));
     };
 

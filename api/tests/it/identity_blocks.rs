@@ -1,10 +1,11 @@
-//! Identity building blocks against real Postgres: login throttling shared through
-//! `login_failures` (limit 3 per user, 12 per IP, 2 s lockout and window).
+//! Login throttling against real Postgres, shared through `login_failures`: limit 3 per
+//! (account, address), 12 per address, an account backoff after 6 failures from anywhere,
+//! 2 s lockout and window.
 
 use std::{net::IpAddr, time::Duration};
 
 use futures_util::future::join_all;
-use gatehouse_api::identity::throttle::{LoginThrottle, ip_subject, user_subject};
+use gatehouse_api::identity::throttle::{Attempt, LoginThrottle, Reservation};
 use gatehouse_common::testkit::TestEnv;
 
 const LOCKOUT: Duration = Duration::from_secs(2);
@@ -13,6 +14,8 @@ async fn setup() -> (TestEnv, LoginThrottle) {
     let env = TestEnv::new(&[
         ("GATEHOUSE_LOGIN_MAX_FAILURES", "3"),
         ("GATEHOUSE_LOGIN_LOCKOUT_SECS", "2"),
+        ("GATEHOUSE_LOGIN_USER_BACKOFF_AFTER", "6"),
+        ("GATEHOUSE_LOGIN_USER_BACKOFF_MAX_SECS", "30"),
     ])
     .await;
     let throttle = LoginThrottle::new(env.app_pool.clone(), &env.config.identity);
@@ -31,198 +34,198 @@ async fn failures(env: &TestEnv, subject: &str) -> Option<i32> {
         .expect("query")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn locks_after_max_failures_not_before() {
-    let (env, throttle) = setup().await;
-    let user = user_subject("acme", "Alice");
-    let addr = ip_subject(ip("198.51.100.7"));
-    let both = [user.clone(), addr.clone()];
-
-    assert_eq!(throttle.check(&both).await.unwrap(), None);
-    for _ in 0..2 {
-        throttle.record_failure(&both).await.unwrap();
-        assert_eq!(throttle.check(&both).await.unwrap(), None);
-    }
-    throttle.record_failure(&both).await.unwrap();
-    let retry = throttle
-        .check(&both)
-        .await
-        .unwrap()
-        .expect("locked after 3 failures");
-    assert!(retry > Duration::ZERO && retry <= LOCKOUT, "{retry:?}");
-    // The user is locked whatever the address or the username's case…
-    assert!(
-        throttle
-            .check(&[user_subject("acme", "ALICE")])
-            .await
-            .unwrap()
-            .is_some()
-    );
-    // …but the address is not (its limit is 12), nor the same name in another tenant.
-    assert_eq!(
-        throttle.check(std::slice::from_ref(&addr)).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        throttle
-            .check(&[user_subject("other", "alice")])
-            .await
-            .unwrap(),
-        None
-    );
-    assert_eq!(throttle.check(&[]).await.unwrap(), None);
-    env.teardown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn success_resets_the_user_but_not_the_ip() {
-    let (env, throttle) = setup().await;
-    let user = user_subject("acme", "bob");
-    let addr = ip_subject(ip("203.0.113.5"));
-    let both = [user.clone(), addr.clone()];
-
-    throttle.record_failure(&both).await.unwrap();
-    throttle.record_failure(&both).await.unwrap();
-    throttle.record_success(&user).await.unwrap();
-    assert_eq!(failures(&env, &user).await, None);
-    assert_eq!(failures(&env, &addr).await, Some(2));
-
-    // Two more failures: the user is at 2 (not locked), the address at 4.
-    throttle.record_failure(&both).await.unwrap();
-    throttle.record_failure(&both).await.unwrap();
-    assert_eq!(throttle.check(&both).await.unwrap(), None);
-    assert_eq!(failures(&env, &user).await, Some(2));
-    assert_eq!(failures(&env, &addr).await, Some(4));
-    env.teardown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lock_expires_after_the_lockout() {
-    let (env, throttle) = setup().await;
-    let user = vec![user_subject("acme", "carol")];
-    for _ in 0..3 {
-        throttle.record_failure(&user).await.unwrap();
-    }
-    let retry = throttle.check(&user).await.unwrap().expect("locked");
-    tokio::time::sleep(retry + Duration::from_millis(200)).await;
-    assert_eq!(throttle.check(&user).await.unwrap(), None);
-
-    // The window is over too: the next failure starts a new count instead of re-locking.
-    throttle.record_failure(&user).await.unwrap();
-    assert_eq!(throttle.check(&user).await.unwrap(), None);
-    assert_eq!(failures(&env, &user[0]).await, Some(1));
-    throttle.record_failure(&user).await.unwrap();
-    throttle.record_failure(&user).await.unwrap();
-    assert!(throttle.check(&user).await.unwrap().is_some());
-    env.teardown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_outside_the_window_restart_the_count() {
-    let (env, throttle) = setup().await;
-    let user = vec![user_subject("acme", "dave")];
-    throttle.record_failure(&user).await.unwrap();
-    throttle.record_failure(&user).await.unwrap();
-    tokio::time::sleep(LOCKOUT + Duration::from_millis(200)).await;
-    throttle.record_failure(&user).await.unwrap();
-    assert_eq!(failures(&env, &user[0]).await, Some(1));
-    assert_eq!(throttle.check(&user).await.unwrap(), None);
-
-    // Stale rows can be purged; live ones stay.
-    let stale = vec![user_subject("acme", "erin")];
-    throttle.record_failure(&stale).await.unwrap();
-    sqlx::query(
-        "UPDATE login_failures SET window_start = now() - interval '1 hour' WHERE subject = $1",
+async fn granted(throttle: &LoginThrottle, attempt: &Attempt) -> bool {
+    matches!(
+        throttle.reserve(attempt).await.expect("reserve"),
+        Reservation::Granted
     )
-    .bind(&stale[0])
-    .execute(&env.pool)
-    .await
-    .unwrap();
-    assert_eq!(throttle.purge_stale().await.unwrap(), 1);
-    assert_eq!(failures(&env, &stale[0]).await, None);
-    assert_eq!(failures(&env, &user[0]).await, Some(1));
-    env.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ip_locks_after_four_times_the_limit_across_usernames() {
+async fn an_account_locks_for_one_address_only() {
     let (env, throttle) = setup().await;
-    let addr = ip_subject(ip("192.0.2.44"));
-    // Password spraying: one guess per account, all from one address.
-    for i in 0..11 {
-        throttle
-            .record_failure(&[user_subject("acme", &format!("user{i}")), addr.clone()])
-            .await
-            .unwrap();
+    let here = Attempt::new(Some("acme"), "Alice", ip("198.51.100.7"));
+    for _ in 0..3 {
+        assert!(granted(&throttle, &here).await);
     }
-    assert_eq!(
-        throttle.check(std::slice::from_ref(&addr)).await.unwrap(),
-        None
-    );
-    throttle
-        .record_failure(&[user_subject("acme", "user11"), addr.clone()])
+    match throttle.reserve(&here).await.expect("reserve") {
+        Reservation::Refused {
+            retry_after,
+            reason,
+        } => {
+            assert!(retry_after > Duration::ZERO && retry_after <= LOCKOUT);
+            assert_eq!(reason, "account_address");
+        }
+        other => panic!("expected a lockout, got {other:?}"),
+    }
+    // Case variants share the counter.
+    let upper = Attempt::new(Some("acme"), "ALICE", ip("198.51.100.7"));
+    assert!(!granted(&throttle, &upper).await);
+    // The same account from another address is not locked: nobody can lock a user out.
+    let elsewhere = Attempt::new(Some("acme"), "alice", ip("198.51.100.8"));
+    assert!(granted(&throttle, &elsewhere).await);
+    // Nor the same name in another tenant, nor another account from the first address.
+    assert!(
+        granted(
+            &throttle,
+            &Attempt::new(Some("other"), "alice", ip("198.51.100.7"))
+        )
         .await
-        .unwrap();
+    );
     assert!(
-        throttle
-            .check(std::slice::from_ref(&addr))
-            .await
-            .unwrap()
-            .is_some()
+        granted(
+            &throttle,
+            &Attempt::new(Some("acme"), "bob", ip("198.51.100.7"))
+        )
+        .await
     );
-    // Any login from that address is refused, even for an account never tried…
-    assert!(
-        throttle
-            .check(&[user_subject("acme", "fresh"), addr.clone()])
-            .await
-            .unwrap()
-            .is_some()
-    );
-    // …while the sprayed accounts stay usable from elsewhere.
-    let elsewhere = ip_subject(ip("192.0.2.45"));
+    // A refused attempt counted nothing.
     assert_eq!(
-        throttle
-            .check(&[user_subject("acme", "user0"), elsewhere])
-            .await
-            .unwrap(),
-        None
-    );
-    // IPv6 addresses of one /64 share a counter.
-    assert_eq!(
-        ip_subject(ip("2001:db8:1:2::1")),
-        ip_subject(ip("2001:db8:1:2::beef"))
+        failures(&env, here.pair_subject().expect("pair")).await,
+        Some(3)
     );
     env.teardown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_failures_count_exactly() {
+async fn simultaneous_attempts_reserve_exactly_the_limit() {
     let (env, throttle) = setup().await;
-    let user = user_subject("acme", "frank");
-    let addr = ip_subject(ip("198.51.100.99"));
-    let both = vec![user.clone(), addr.clone()];
-    let results = join_all((0..10).map(|_| {
+    let attempt = Attempt::new(Some("acme"), "frank", ip("198.51.100.99"));
+    let outcomes = join_all((0..30).map(|_| {
         let throttle = throttle.clone();
-        let both = both.clone();
-        tokio::spawn(async move { throttle.record_failure(&both).await })
+        let attempt = attempt.clone();
+        tokio::spawn(async move { throttle.reserve(&attempt).await })
     }))
     .await;
-    for r in results {
-        r.expect("task").expect("record_failure");
-    }
-    assert_eq!(failures(&env, &user).await, Some(10));
-    assert_eq!(failures(&env, &addr).await, Some(10));
-    // 10 ≥ 3: user locked; 10 < 12: address not.
-    assert!(
-        throttle
-            .check(std::slice::from_ref(&user))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let granted = outcomes
+        .into_iter()
+        .map(|r| r.expect("task").expect("reserve"))
+        .filter(|r| *r == Reservation::Granted)
+        .count();
+    assert_eq!(granted, 3, "exactly the limit may be verified");
+    assert_eq!(failures(&env, attempt.ip_subject()).await, Some(3));
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_clears_the_account_and_refunds_the_address() {
+    let (env, throttle) = setup().await;
+    let attempt = Attempt::new(Some("acme"), "bob", ip("203.0.113.5"));
+    assert!(granted(&throttle, &attempt).await);
+    assert!(granted(&throttle, &attempt).await);
+    throttle.succeeded(&attempt).await.expect("success");
     assert_eq!(
-        throttle.check(std::slice::from_ref(&addr)).await.unwrap(),
+        failures(&env, attempt.pair_subject().expect("pair")).await,
         None
     );
+    assert_eq!(
+        failures(&env, attempt.user_subject().expect("user")).await,
+        None
+    );
+    // Two reservations, one refunded by the success: the address keeps the failed one.
+    assert_eq!(failures(&env, attempt.ip_subject()).await, Some(1));
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_expires_after_the_lockout_and_the_count_restarts() {
+    let (env, throttle) = setup().await;
+    let attempt = Attempt::new(Some("acme"), "carol", ip("198.51.100.20"));
+    for _ in 0..3 {
+        assert!(granted(&throttle, &attempt).await);
+    }
+    let Reservation::Refused { retry_after, .. } = throttle.reserve(&attempt).await.unwrap() else {
+        panic!("locked");
+    };
+    tokio::time::sleep(retry_after + Duration::from_millis(300)).await;
+    assert!(granted(&throttle, &attempt).await);
+    assert_eq!(
+        failures(&env, attempt.pair_subject().expect("pair")).await,
+        Some(1)
+    );
+
+    // Stale rows can be purged; live ones stay.
+    let stale = Attempt::new(Some("acme"), "erin", ip("198.51.100.21"));
+    assert!(granted(&throttle, &stale).await);
+    sqlx::query(
+        "UPDATE login_failures SET window_start = now() - interval '2 hours' WHERE subject = ANY($1)",
+    )
+    .bind(vec![
+        stale.pair_subject().expect("pair").to_string(),
+        stale.user_subject().expect("user").to_string(),
+        stale.ip_subject().to_string(),
+    ])
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(throttle.purge_stale().await.unwrap(), 3);
+    assert_eq!(
+        failures(&env, attempt.pair_subject().expect("pair")).await,
+        Some(1)
+    );
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_locks_after_four_times_the_limit_across_accounts() {
+    let (env, throttle) = setup().await;
+    let sprayer = ip("192.0.2.44");
+    // Password spraying: one guess per account, all from one address.
+    for i in 0..12 {
+        let attempt = Attempt::new(Some("acme"), &format!("user{i}"), sprayer);
+        assert!(granted(&throttle, &attempt).await, "attempt {i}");
+    }
+    let fresh = Attempt::new(Some("acme"), "fresh", sprayer);
+    match throttle.reserve(&fresh).await.unwrap() {
+        Reservation::Refused { reason, .. } => assert_eq!(reason, "address"),
+        other => panic!("expected the address locked, got {other:?}"),
+    }
+    // The sprayed accounts stay usable from elsewhere.
+    assert!(
+        granted(
+            &throttle,
+            &Attempt::new(Some("acme"), "user0", ip("192.0.2.45"))
+        )
+        .await
+    );
+    // IPv6 addresses of one /64 share a counter.
+    assert_eq!(
+        Attempt::new(None, "x", ip("2001:db8:1:2::1")).ip_subject(),
+        Attempt::new(None, "x", ip("2001:db8:1:2::beef")).ip_subject()
+    );
+    env.teardown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_attacked_from_many_addresses_backs_off_except_from_known_ones() {
+    let (env, throttle) = setup().await;
+    // The real user logged in from home once.
+    let home = Attempt::new(Some("acme"), "grace", ip("203.0.113.77"));
+    assert!(granted(&throttle, &home).await);
+    throttle.succeeded(&home).await.unwrap();
+
+    // A distributed attack: one guess from each of six addresses reaches the threshold.
+    for i in 1..=6 {
+        let a = Attempt::new(Some("acme"), "grace", ip(&format!("198.18.0.{i}")));
+        assert!(granted(&throttle, &a).await, "guess {i}");
+    }
+    // A seventh address must wait out the account backoff (2^0 = 1 s after the last guess).
+    let next = Attempt::new(Some("acme"), "grace", ip("198.18.0.7"));
+    match throttle.reserve(&next).await.unwrap() {
+        Reservation::Refused {
+            retry_after,
+            reason,
+        } => {
+            assert_eq!(reason, "account");
+            assert!(retry_after <= Duration::from_secs(1), "{retry_after:?}");
+        }
+        other => panic!("expected the account backoff, got {other:?}"),
+    }
+    // The real user, from the address they used before, is not held back.
+    assert!(granted(&throttle, &home).await);
+    assert_eq!(throttle.user_backoff(5), Duration::ZERO);
+    assert_eq!(throttle.user_backoff(6), Duration::from_secs(1));
+    assert_eq!(throttle.user_backoff(8), Duration::from_secs(4));
+    assert_eq!(throttle.user_backoff(40), Duration::from_secs(30));
     env.teardown().await;
 }

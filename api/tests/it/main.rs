@@ -4,7 +4,9 @@
 mod authorization;
 mod bad_input;
 mod cli;
+mod connections;
 mod durability;
+mod hardening;
 mod identity;
 mod identity_blocks;
 mod isolation;
@@ -13,4 +15,5 @@ mod jwt;
 mod moderation;
 mod openai_interop;
 mod support;
+mod sweep;
 mod translate;

@@ -26,9 +26,15 @@ async fn the_official_openai_client_parses_our_moderations() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("address");
-    let app = gatehouse_api::app(h.state.clone())
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let app = gatehouse_api::app(h.state.clone());
+    let limits = h.state.config.server;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(gatehouse_api::server::serve(
+        listener,
+        app,
+        limits,
+        stop.clone(),
+    ));
 
     let script = repo_root().join("api/tests/openai_interop.py");
     let base_url = format!("http://{addr}/v1");
