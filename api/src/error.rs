@@ -163,29 +163,7 @@ fn client_data_error(error: &sqlx::Error) -> Option<String> {
     (code.starts_with("22") || code == "54000").then_some(code)
 }
 
-/// A database error's class, safe to log: SQLSTATE, constraint and table, never the message
-/// or detail (Postgres quotes the offending value there).
-pub fn db_error_class(error: &sqlx::Error) -> String {
-    match error.as_database_error() {
-        Some(db) => format!(
-            "sqlstate={} constraint={} table={}",
-            db.code().as_deref().unwrap_or("?"),
-            db.constraint().unwrap_or("-"),
-            db.table().unwrap_or("-"),
-        ),
-        None => match error {
-            sqlx::Error::PoolTimedOut => "pool timed out".into(),
-            sqlx::Error::PoolClosed => "pool closed".into(),
-            sqlx::Error::Io(_) => "io error".into(),
-            sqlx::Error::Tls(_) => "tls error".into(),
-            sqlx::Error::Protocol(_) => "protocol error".into(),
-            sqlx::Error::RowNotFound => "row not found".into(),
-            sqlx::Error::ColumnDecode { index, .. } => format!("column decode ({index})"),
-            sqlx::Error::Decode(_) => "decode error".into(),
-            _ => "database error".into(),
-        },
-    }
-}
+pub use gatehouse_common::db::error_class as db_error_class;
 
 #[derive(Serialize)]
 struct Problem<'a> {

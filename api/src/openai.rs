@@ -4,76 +4,78 @@
 //! formula's score is at least the gate's share of that score. Categories with no source
 //! (`sexual/minors`, `violence/graphic`) stay `false` / 0.0. `docs/MODERATION.md` has the table.
 
-use serde_json::{Map, Value, json};
+use gatehouse_common::{job::result::ModerationResult, moderation::Category};
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// (OpenAI name, gate category, how the score is computed).
-const TABLE: [(&str, &str, Formula); 13] = [
+const TABLE: [(&str, Category, Formula); 13] = [
     (
         "harassment",
-        "unethical_acts",
-        Formula::Max(&["unethical_acts"], &["insult", "toxic"]),
+        Category::UnethicalActs,
+        Formula::Max(&[Category::UnethicalActs], &["insult", "toxic"]),
     ),
     (
         "harassment/threatening",
-        "violent",
-        Formula::Max(&["violent"], &["threat"]),
+        Category::Violent,
+        Formula::Max(&[Category::Violent], &["threat"]),
     ),
     (
         "hate",
-        "unethical_acts",
+        Category::UnethicalActs,
         Formula::Max(&[], &["identity_hate"]),
     ),
     (
         "hate/threatening",
-        "violent",
-        Formula::Min(&["violent"], &["identity_hate"]),
+        Category::Violent,
+        Formula::Min(&[Category::Violent], &["identity_hate"]),
     ),
     (
         "illicit",
-        "non_violent_illegal_acts",
-        Formula::Max(&["non_violent_illegal_acts"], &[]),
+        Category::NonViolentIllegalActs,
+        Formula::Max(&[Category::NonViolentIllegalActs], &[]),
     ),
     (
         "illicit/violent",
-        "violent",
-        Formula::Min(&["violent", "non_violent_illegal_acts"], &[]),
+        Category::Violent,
+        Formula::Min(&[Category::Violent, Category::NonViolentIllegalActs], &[]),
     ),
     (
         "self-harm",
-        "suicide_self_harm",
-        Formula::Max(&["suicide_self_harm"], &[]),
+        Category::SuicideSelfHarm,
+        Formula::Max(&[Category::SuicideSelfHarm], &[]),
     ),
     (
         "self-harm/intent",
-        "suicide_self_harm",
-        Formula::Max(&["suicide_self_harm"], &[]),
+        Category::SuicideSelfHarm,
+        Formula::Max(&[Category::SuicideSelfHarm], &[]),
     ),
     (
         "self-harm/instructions",
-        "suicide_self_harm",
-        Formula::Max(&["suicide_self_harm"], &[]),
+        Category::SuicideSelfHarm,
+        Formula::Max(&[Category::SuicideSelfHarm], &[]),
     ),
     (
         "sexual",
-        "sexual_content",
-        Formula::Max(&["sexual_content"], &[]),
+        Category::SexualContent,
+        Formula::Max(&[Category::SexualContent], &[]),
     ),
-    ("sexual/minors", "sexual_content", Formula::None),
+    ("sexual/minors", Category::SexualContent, Formula::None),
     (
         "violence",
-        "violent",
-        Formula::Max(&["violent"], &["threat"]),
+        Category::Violent,
+        Formula::Max(&[Category::Violent], &["threat"]),
     ),
-    ("violence/graphic", "violent", Formula::None),
+    ("violence/graphic", Category::Violent, Formula::None),
 ];
 
 /// Our categories and toxicity labels feeding one OpenAI category.
 #[derive(Clone, Copy)]
 enum Formula {
     /// The highest of the listed scores.
-    Max(&'static [&'static str], &'static [&'static str]),
+    Max(&'static [Category], &'static [&'static str]),
     /// The lowest (both must hold, e.g. violent *and* illicit).
-    Min(&'static [&'static str], &'static [&'static str]),
+    Min(&'static [Category], &'static [&'static str]),
     /// Nothing in Gatehouse detects it.
     None,
 }
@@ -83,29 +85,29 @@ pub fn category_names() -> impl Iterator<Item = &'static str> {
     TABLE.iter().map(|(name, _, _)| *name)
 }
 
-fn lookup(map: &Value, key: &str) -> Option<f64> {
-    map.get(key).and_then(Value::as_f64)
+/// One OpenAI `results[]` entry: OpenAI's categories from our verdict, with `level` and our
+/// full result under `gatehouse`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpenAiResult {
+    pub flagged: bool,
+    pub categories: BTreeMap<&'static str, bool>,
+    pub category_scores: BTreeMap<&'static str, f64>,
+    pub category_applied_input_types: BTreeMap<&'static str, Vec<&'static str>>,
+    pub level: gatehouse_common::moderation::Level,
+    pub gatehouse: ModerationResult,
 }
 
-/// One OpenAI `results[]` entry from our result (`gatehouse`), with `level` and the full
-/// result under `gatehouse`.
-pub fn result(ours: &Value) -> Value {
-    let scores = &ours["scores"];
-    let toxicity = &ours["toxicity"];
-    let flagged_categories: Vec<&str> = ours["categories"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let mut categories = Map::new();
-    let mut category_scores = Map::new();
-    let mut applied = Map::new();
+pub fn result(ours: ModerationResult) -> OpenAiResult {
+    let score_of = |c: &Category| ours.scores.get(c).copied();
+    let label_of = |l: &&str| ours.toxicity.get(*l).copied();
+    let mut categories = BTreeMap::new();
+    let mut category_scores = BTreeMap::new();
+    let mut applied = BTreeMap::new();
     for (name, gate, formula) in TABLE {
-        let values = |cats: &[&str], labels: &[&str]| -> Vec<f64> {
+        let values = |cats: &[Category], labels: &[&str]| -> Vec<f64> {
             cats.iter()
-                .filter_map(|c| lookup(scores, c))
-                .chain(labels.iter().filter_map(|l| lookup(toxicity, l)))
+                .filter_map(score_of)
+                .chain(labels.iter().filter_map(label_of))
                 .collect()
         };
         let score = match formula {
@@ -120,85 +122,105 @@ pub fn result(ours: &Value) -> Value {
             }
             Formula::None => 0.0,
         };
-        let gate_score = lookup(scores, gate).unwrap_or(0.0);
+        let gate_score = score_of(&gate).unwrap_or(0.0);
         // True when the gate category is flagged and this category carries (at least half of)
         // the gate's evidence: a Chinese insult flags `harassment` but not `hate`.
-        let on = flagged_categories.contains(&gate) && score > 0.0 && score >= 0.5 * gate_score;
-        categories.insert(name.to_string(), json!(on));
-        category_scores.insert(name.to_string(), json!(score));
+        let on = ours.categories.contains(&gate) && score > 0.0 && score >= 0.5 * gate_score;
+        categories.insert(name, on);
+        category_scores.insert(name, score);
         applied.insert(
-            name.to_string(),
+            name,
             if matches!(formula, Formula::None) {
-                json!([])
+                Vec::new()
             } else {
-                json!(["text"])
+                vec!["text"]
             },
         );
     }
-    json!({
-        "flagged": ours["flagged"].as_bool().unwrap_or(false),
-        "categories": categories,
-        "category_scores": category_scores,
-        "category_applied_input_types": applied,
-        "level": ours["level"],
-        "gatehouse": ours,
-    })
+    OpenAiResult {
+        flagged: ours.flagged,
+        categories,
+        category_scores,
+        category_applied_input_types: applied,
+        level: ours.level,
+        gatehouse: ours,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatehouse_common::{job::result::PolicyRef, moderation::Level};
 
-    fn ours(categories: &[&str], scores: Value, toxicity: Value) -> Value {
-        json!({
-            "flagged": !categories.is_empty(),
-            "level": if categories.is_empty() { "safe" } else { "unsafe" },
-            "categories": categories,
-            "scores": scores,
-            "toxicity": toxicity,
-        })
+    fn ours(
+        categories: &[Category],
+        scores: &[(Category, f64)],
+        toxicity: &[(&str, f64)],
+    ) -> ModerationResult {
+        ModerationResult {
+            flagged: !categories.is_empty(),
+            level: if categories.is_empty() {
+                Level::Safe
+            } else {
+                Level::Unsafe
+            },
+            categories: categories.to_vec(),
+            category_levels: categories.iter().map(|c| (*c, Level::Unsafe)).collect(),
+            scores: scores.iter().copied().collect(),
+            signals: Vec::new(),
+            toxicity: toxicity.iter().map(|(l, p)| (l.to_string(), *p)).collect(),
+            models: Vec::new(),
+            policy: PolicyRef { version: 0 },
+            windows: 1,
+            explanation: None,
+        }
     }
 
     #[test]
     fn every_openai_category_is_present() {
-        let r = result(&ours(&[], json!({}), json!({})));
-        assert_eq!(r["categories"].as_object().map(Map::len), Some(13));
-        assert_eq!(r["category_scores"].as_object().map(Map::len), Some(13));
-        assert_eq!(r["flagged"], false);
-        assert_eq!(r["level"], "safe");
+        let r = result(ours(&[], &[], &[]));
+        assert_eq!(r.categories.len(), 13);
+        assert_eq!(r.category_scores.len(), 13);
+        assert!(!r.flagged);
+        assert_eq!(r.level, Level::Safe);
         assert!(category_names().any(|n| n == "self-harm/instructions"));
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["gatehouse"]["level"], "safe");
     }
 
     #[test]
     fn categories_follow_the_flagged_gate() {
-        let scores = json!({"violent": 0.9, "unethical_acts": 0.2, "suicide_self_harm": 0.1});
-        let r = result(&ours(&["violent"], scores, json!({"threat": 0.7})));
-        assert_eq!(r["categories"]["violence"], true);
-        assert_eq!(r["categories"]["harassment/threatening"], true);
-        assert_eq!(r["categories"]["harassment"], false);
-        assert_eq!(r["categories"]["self-harm"], false);
-        assert_eq!(r["category_scores"]["violence"], 0.9);
-        assert_eq!(r["categories"]["illicit/violent"], false);
-        assert_eq!(r["gatehouse"]["scores"]["violent"], 0.9);
+        let scores = [
+            (Category::Violent, 0.9),
+            (Category::UnethicalActs, 0.2),
+            (Category::SuicideSelfHarm, 0.1),
+        ];
+        let r = result(ours(&[Category::Violent], &scores, &[("threat", 0.7)]));
+        assert!(r.categories["violence"]);
+        assert!(r.categories["harassment/threatening"]);
+        assert!(!r.categories["harassment"]);
+        assert!(!r.categories["self-harm"]);
+        assert_eq!(r.category_scores["violence"], 0.9);
+        assert!(!r.categories["illicit/violent"]);
+        assert_eq!(r.gatehouse.scores[&Category::Violent], 0.9);
     }
 
     #[test]
     fn an_insult_is_harassment_not_hate() {
-        let scores = json!({"unethical_acts": 0.95});
-        let r = result(&ours(
-            &["unethical_acts"],
-            scores,
-            json!({"identity_hate": 0.01}),
+        let r = result(ours(
+            &[Category::UnethicalActs],
+            &[(Category::UnethicalActs, 0.95)],
+            &[("identity_hate", 0.01)],
         ));
-        assert_eq!(r["categories"]["harassment"], true);
-        assert_eq!(r["categories"]["hate"], false);
+        assert!(r.categories["harassment"]);
+        assert!(!r.categories["hate"]);
         // Without the English model, hate has no evidence at all.
-        let r = result(&ours(
-            &["unethical_acts"],
-            json!({"unethical_acts": 0.9}),
-            json!(null),
+        let r = result(ours(
+            &[Category::UnethicalActs],
+            &[(Category::UnethicalActs, 0.9)],
+            &[],
         ));
-        assert_eq!(r["categories"]["hate"], false);
-        assert_eq!(r["category_scores"]["hate"], 0.0);
+        assert!(!r.categories["hate"]);
+        assert_eq!(r.category_scores["hate"], 0.0);
     }
 }

@@ -169,3 +169,27 @@ pub async fn check_migrated(pool: &PgPool) -> Result<(), DbSetupError> {
         None => Ok(()),
     }
 }
+
+/// A database error's class, safe to log: SQLSTATE, constraint and table, never the message
+/// or detail (Postgres quotes the offending value there, which may be a tenant's data).
+pub fn error_class(error: &sqlx::Error) -> String {
+    match error.as_database_error() {
+        Some(db) => format!(
+            "sqlstate={} constraint={} table={}",
+            db.code().as_deref().unwrap_or("?"),
+            db.constraint().unwrap_or("-"),
+            db.table().unwrap_or("-"),
+        ),
+        None => match error {
+            sqlx::Error::PoolTimedOut => "pool timed out".into(),
+            sqlx::Error::PoolClosed => "pool closed".into(),
+            sqlx::Error::Io(_) => "io error".into(),
+            sqlx::Error::Tls(_) => "tls error".into(),
+            sqlx::Error::Protocol(_) => "protocol error".into(),
+            sqlx::Error::RowNotFound => "row not found".into(),
+            sqlx::Error::ColumnDecode { index, .. } => format!("column decode ({index})"),
+            sqlx::Error::Decode(_) => "decode error".into(),
+            _ => "database error".into(),
+        },
+    }
+}

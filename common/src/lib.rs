@@ -1,8 +1,10 @@
 //! What the api and the worker share: configuration, domain types, database and queue
 //! access, telemetry and shutdown. No axum and no ort in here.
 
+pub mod audit;
 pub mod config;
 pub mod db;
+pub mod job;
 pub mod models;
 pub mod moderation;
 pub mod queue;

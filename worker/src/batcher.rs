@@ -51,11 +51,13 @@ pub struct ModelHandle {
     encoder: Arc<dyn Encode>,
 }
 
-/// One text's scores and how many windows it took.
+/// One text's scores (the worst window's, per label), how many windows it took, and each
+/// window's own scores (what results store and explanations show).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextScores {
     pub scores: Scores,
     pub windows: usize,
+    pub per_window: Vec<Scores>,
 }
 
 impl ModelHandle {
@@ -109,6 +111,7 @@ impl ModelHandle {
                 TextScores {
                     scores: worst(&mine),
                     windows: n,
+                    per_window: mine,
                 }
             })
             .collect())
@@ -368,14 +371,16 @@ mod tests {
             out[0],
             TextScores {
                 scores: vec![4.0],
-                windows: 3
+                windows: 3,
+                per_window: vec![vec![4.0], vec![4.0], vec![2.0]],
             }
         );
         assert_eq!(
             out[1],
             TextScores {
                 scores: vec![0.0],
-                windows: 1
+                windows: 1,
+                per_window: vec![vec![0.0]],
             }
         );
     }

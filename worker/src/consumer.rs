@@ -185,7 +185,9 @@ impl Consumer {
                 let reason = error_chain(&error);
                 tracing::warn!(error = %reason, "transient failure; scheduling a retry");
                 count("retried");
-                let _ = crate::store::record_error(&self.pipeline.pool, chunk, &reason).await;
+                let _ =
+                    gatehouse_common::job::store::record_error(&self.pipeline.pool, chunk, &reason)
+                        .await;
                 let retried = publisher
                     .publish(
                         &self.topology.retry_exchange(),

@@ -8,7 +8,6 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
-pub mod store;
 pub mod translator;
 
 use std::sync::Arc;

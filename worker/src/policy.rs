@@ -7,10 +7,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use gatehouse_common::{moderation::Policy, queue::ChunkMessage, types::TenantId};
+use gatehouse_common::{moderation::Policy, types::TenantId};
 use sqlx::PgPool;
 
-use crate::{detect::Blocklist, store};
+use crate::detect::Blocklist;
 
 /// A policy ready to apply.
 pub struct CompiledPolicy {
@@ -38,17 +38,38 @@ pub struct PolicyCache {
 }
 
 impl PolicyCache {
-    /// The policy `chunk`'s job was accepted under.
-    pub async fn for_chunk(
+    /// The versions of `tenant`'s policy already compiled here: the claim need not send them.
+    pub fn cached_versions(&self, tenant: TenantId) -> Vec<i32> {
+        self.entries
+            .lock()
+            .map(|entries| {
+                entries
+                    .keys()
+                    .filter(|(t, _)| *t == tenant)
+                    .map(|(_, v)| *v)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// `tenant`'s policy `version`, compiled. `stored` is what the claim returned (`None` when
+    /// the version is 0 or was cached); if the cache lost it meanwhile, it is read again.
+    pub async fn compiled(
         &self,
         pool: &PgPool,
-        chunk: &ChunkMessage,
+        tenant: TenantId,
+        version: i32,
+        stored: Option<serde_json::Value>,
     ) -> Result<Arc<CompiledPolicy>, PolicyLoadError> {
-        let (version, stored) = store::job_policy(pool, chunk).await?;
-        let key = (chunk.tenant_id, version);
+        let key = (tenant, version);
         if let Some(hit) = self.get(&key) {
             return Ok(hit);
         }
+        let stored = match stored {
+            Some(raw) => Some(raw),
+            None if version == 0 => None,
+            None => load(pool, tenant, version).await?,
+        };
         let policy = match stored {
             None if version == 0 => Policy::default(),
             None => {
@@ -89,4 +110,23 @@ impl PolicyCache {
     fn get(&self, key: &(TenantId, i32)) -> Option<Arc<CompiledPolicy>> {
         self.entries.lock().ok()?.get(key).cloned()
     }
+}
+
+/// One stored policy version (the claim sends it unless it was cached).
+async fn load(
+    pool: &PgPool,
+    tenant: TenantId,
+    version: i32,
+) -> Result<Option<serde_json::Value>, sqlx::Error> {
+    let mut tx =
+        gatehouse_common::db::begin(pool, gatehouse_common::db::Scope::Tenant(tenant)).await?;
+    let policy = sqlx::query_scalar(
+        "SELECT policy FROM moderation_policies WHERE tenant_id = $1 AND version = $2",
+    )
+    .bind(tenant)
+    .bind(version)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(policy)
 }

@@ -173,9 +173,9 @@ async fn record_login(
     let scope = tenant.map_or(Scope::Platform, Scope::Tenant);
     let mut tx = db::begin(&state.pool, scope).await?;
     let action = if outcome == "success" {
-        "login.succeeded"
+        gatehouse_common::audit::Action::LoginSucceeded
     } else {
-        "login.failed"
+        gatehouse_common::audit::Action::LoginFailed
     };
     audit::record_outcome(
         &mut tx,

@@ -19,7 +19,11 @@ use crate::{
     extract::{ApiJson, ApiQuery},
     policy,
     state::AppState,
-    store::jobs::{self, Inserted, NewJob},
+    store::jobs,
+};
+use gatehouse_common::job::{
+    options::{JobOptions, TranslateOptions},
+    store::{self, NewItem, NewJob, Submitted},
 };
 
 pub fn router() -> Router<AppState> {
@@ -41,76 +45,60 @@ pub struct CreateJob {
     pub options: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Deserialize)]
-struct TranslateOptions {
-    #[serde(default)]
-    source_lang: Option<String>,
-    #[serde(default)]
-    target_lang: Option<String>,
-}
-
-const SOURCE_LANGS: [&str; 3] = ["zh", "en", "auto"];
-const TARGET_LANGS: [&str; 2] = ["en", "zh"];
-
-/// Checks translate options against the installed models; returns them normalised.
-pub(crate) fn translate_options(
+/// A job kind's options from the request, checked (for translation) against the installed
+/// models.
+pub(crate) fn job_options(
     state: &AppState,
+    kind: JobKind,
     raw: Option<serde_json::Value>,
-) -> Result<serde_json::Value, ApiError> {
-    let raw = raw.ok_or_else(|| {
-        ApiError::invalid(
+) -> Result<JobOptions, ApiError> {
+    if kind == JobKind::Translate && raw.is_none() {
+        return Err(ApiError::invalid(
             "missing_options",
             "options",
-            "a translate job needs `options` with `source_lang` and `target_lang`",
-        )
-    })?;
-    let options: TranslateOptions = serde_json::from_value(raw)
-        .map_err(|e| ApiError::invalid("invalid_options", "options", e.to_string()))?;
-    let source = options.source_lang.unwrap_or_else(|| "auto".into());
-    let target = options.target_lang.ok_or_else(|| {
-        ApiError::invalid(
-            "invalid_language",
-            "options.target_lang",
-            "`target_lang` is required",
-        )
-    })?;
-    if !SOURCE_LANGS.contains(&source.as_str()) {
-        return Err(ApiError::invalid(
-            "invalid_language",
-            "options.source_lang",
-            format!("source_lang must be one of {}", SOURCE_LANGS.join(", ")),
+            "a translate job needs `options` with `target_lang` (and `source_lang`, default `auto`)",
         ));
     }
-    if !TARGET_LANGS.contains(&target.as_str()) {
-        return Err(ApiError::invalid(
-            "invalid_language",
-            "options.target_lang",
-            format!("target_lang must be one of {}", TARGET_LANGS.join(", ")),
-        ));
-    }
-    let pairs = &state.translation_pairs;
-    let supported = pairs
-        .iter()
-        .any(|p| p.target_lang == target && (source == "auto" || p.source_lang == source));
-    if !supported {
-        let listed: Vec<String> = pairs
-            .iter()
-            .map(|p| format!("{}→{}", p.source_lang, p.target_lang))
-            .collect();
-        let listed = if listed.is_empty() {
-            "none".to_string()
+    let options = JobOptions::parse(kind, raw).map_err(|e| {
+        let code = if e.field.ends_with("_lang") || e.field.ends_with("_lang.") {
+            "invalid_language"
         } else {
-            listed.join(", ")
+            "invalid_options"
         };
-        return Err(ApiError::invalid(
-            "unsupported_language_pair",
-            "options",
-            format!(
-                "no installed model translates {source} to {target}; supported pairs: {listed}"
-            ),
-        ));
+        ApiError::invalid(code, e.field.clone(), e.to_string())
+    })?;
+    if let Some(translation) = options.translation() {
+        check_installed(state, translation)?;
     }
-    Ok(serde_json::json!({ "source_lang": source, "target_lang": target }))
+    Ok(options)
+}
+
+/// 422 `unsupported_language_pair` unless an installed model translates the pair.
+fn check_installed(state: &AppState, options: TranslateOptions) -> Result<(), ApiError> {
+    let target = options.target_lang.as_str();
+    let source = options.source_lang.as_str();
+    let pairs = &state.translation_pairs;
+    let supported = pairs.iter().any(|p| {
+        p.target_lang == target
+            && (options.source_lang.fixed().is_none() || p.source_lang == source)
+    });
+    if supported {
+        return Ok(());
+    }
+    let listed: Vec<String> = pairs
+        .iter()
+        .map(|p| format!("{}→{}", p.source_lang, p.target_lang))
+        .collect();
+    let listed = if listed.is_empty() {
+        "none".to_string()
+    } else {
+        listed.join(", ")
+    };
+    Err(ApiError::invalid(
+        "unsupported_language_pair",
+        "options",
+        format!("no installed model translates {source} to {target}; supported pairs: {listed}"),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,31 +133,28 @@ async fn create(
         )
     })?;
     principal.require_scope(kind.as_str())?;
-    let options = match kind {
-        JobKind::Translate => translate_options(&state, body.options)?,
-        JobKind::Moderate => serde_json::json!({}),
-    };
+    let options = job_options(&state, kind, body.options)?;
     let idempotency_key = idempotency_key(&headers)?;
-    let items = body.items.unwrap_or_default();
-    let (custom_ids, texts) = validate_items(&state, items)?;
-    let count = texts.len();
-    let inserted = jobs::insert(
+    let items = validate_items(&state, body.items.unwrap_or_default())?;
+    let count = items.len();
+    let actor = principal.actor();
+    let submitted = store::submit(
         &state.pool,
         NewJob {
             tenant_id,
             key_id: principal.key_id(),
-            actor: principal.actor(),
-            kind,
+            actor: &actor,
+            client_ip: Some(principal.client_ip),
+            options: &options,
             idempotency_key,
-            custom_ids,
-            texts,
-            options,
+            items: &items,
             chunk_items: state.config.chunk_items,
         },
     )
     .await?;
-    match inserted {
-        Inserted::Created(job) => {
+    match submitted {
+        Submitted::Created(job) => {
+            let job = jobs::Job::from(job);
             state.outbox_notify.notify_one();
             metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str())
                 .increment(1);
@@ -183,15 +168,15 @@ async fn create(
             }
             Ok(response)
         }
-        Inserted::KeyReused(existing) => Err(ApiError::invalid(
+        Submitted::KeyReused(existing) => Err(ApiError::invalid(
             "idempotency_key_reused",
             "Idempotency-Key",
             format!(
                 "this Idempotency-Key was already used for a different request (job {existing}); use a new key for a new request"
             ),
         )),
-        Inserted::Replayed(job) => {
-            let mut response = (StatusCode::OK, Json(job)).into_response();
+        Submitted::Replayed(job) => {
+            let mut response = (StatusCode::OK, Json(jobs::Job::from(job))).into_response();
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -237,11 +222,11 @@ async fn visible_job(
     .ok_or(ApiError::NotFound)
 }
 
-/// Checks every limit; returns `(custom_ids, texts)`.
+/// Checks every limit.
 pub(crate) fn validate_items(
     state: &AppState,
     items: Vec<ItemIn>,
-) -> Result<(Vec<Option<String>>, Vec<String>), ApiError> {
+) -> Result<Vec<NewItem>, ApiError> {
     let limits = &state.config.limits;
     if items.is_empty() {
         return Err(ApiError::invalid(
@@ -261,8 +246,7 @@ pub(crate) fn validate_items(
             ),
         ));
     }
-    let mut custom_ids = Vec::with_capacity(items.len());
-    let mut texts = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         if item.text.trim().is_empty() {
             return Err(ApiError::invalid(
@@ -301,10 +285,12 @@ pub(crate) fn validate_items(
                 ),
             ));
         }
-        custom_ids.push(item.custom_id);
-        texts.push(item.text);
+        out.push(NewItem {
+            custom_id: item.custom_id,
+            text: item.text,
+        });
     }
-    Ok((custom_ids, texts))
+    Ok(out)
 }
 
 /// `GET /v1/jobs`: newest first; admins see every job of the tenant, others their own.
@@ -393,27 +379,24 @@ async fn results(
     let job = visible_job(&state, &principal, &id).await?;
     let id = job.id;
     let tenant = principal.tenant()?;
-    let pool = state.pool.clone();
-    let pages = stream::try_unfold(Some(-1), move |cursor| {
-        let pool = pool.clone();
-        async move {
-            let Some(after) = cursor else {
-                return Ok::<_, sqlx::Error>(None);
-            };
-            let lines = jobs::results_page(&pool, tenant, id, after, RESULTS_PAGE).await?;
-            if lines.is_empty() {
-                return Ok(None);
-            }
-            let last = lines.last().map(|l| l.index);
-            let full = lines.len() as i64 == RESULTS_PAGE;
-            let mut buf = Vec::with_capacity(lines.len() * 256);
-            for line in &lines {
-                serde_json::to_writer(&mut buf, line)
-                    .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-                buf.push(b'\n');
-            }
-            Ok(Some((buf, if full { last } else { None })))
+    let reader = jobs::ResultsReader::new(&state.pool, tenant, id).await?;
+    let pages = stream::try_unfold((reader, Some(-1)), move |(mut reader, cursor)| async move {
+        let Some(after) = cursor else {
+            return Ok::<_, sqlx::Error>(None);
+        };
+        let lines = reader.page(after, RESULTS_PAGE).await?;
+        if lines.is_empty() {
+            return Ok(None);
         }
+        let last = lines.last().map(|l| l.index);
+        let full = lines.len() as i64 == RESULTS_PAGE;
+        let mut buf = Vec::with_capacity(lines.len() * 256);
+        for line in &lines {
+            serde_json::to_writer(&mut buf, line)
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            buf.push(b'\n');
+        }
+        Ok(Some((buf, (reader, if full { last } else { None }))))
     });
     let mut response = Response::new(Body::from_stream(pages));
     let headers = response.headers_mut();

@@ -7,7 +7,14 @@
 use axum::{
     Json, Router, extract::State, response::IntoResponse, response::Response, routing::post,
 };
-use gatehouse_common::types::JobKind;
+use gatehouse_common::{
+    job::{
+        options::{JobOptions, ModerateOptions},
+        result::{ItemResult, ModerationResult},
+        store::NewItem,
+    },
+    types::JobKind,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -40,42 +47,40 @@ async fn moderate(
     principal.require(&policy::JOBS_SUBMIT)?;
     let ApiJson(body) = body?;
     principal.require_scope(JobKind::Moderate.as_str())?;
-    let texts = inputs(&state, body.input)?;
-    let results =
-        match sync::submit_and_wait(&state, &principal, JobKind::Moderate, texts, json!({})).await?
-        {
-            Waited::Done { job, results } => (job, results),
-            Waited::Pending(response) => return Ok(response),
-        };
-    let (job, results) = results;
+    let items = inputs(&state, body.input)?;
+    let options = JobOptions::Moderate(ModerateOptions::default());
+    let (job, results) = match sync::submit_and_wait(&state, &principal, options, items).await? {
+        Waited::Done { job, results } => (job, results),
+        Waited::Pending(response) => return Ok(response),
+    };
     let mut out = Vec::with_capacity(results.len());
     let mut model = String::new();
-    for (i, ours) in results.iter().enumerate() {
-        if let Some(error) = ours.get("error") {
-            return Err(ApiError::Internal(format!(
-                "input[{i}] could not be moderated: {}",
-                error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error")
-            )));
-        }
+    for (i, result) in results.into_iter().enumerate() {
+        let ours = match result {
+            Ok(ItemResult::Moderation(ours)) => ours,
+            Ok(_) => {
+                return Err(ApiError::Internal(format!(
+                    "input[{i}]: not a moderation result"
+                )));
+            }
+            Err(error) => {
+                return Err(ApiError::Internal(format!(
+                    "input[{i}] could not be moderated: {}",
+                    error.message
+                )));
+            }
+        };
         if model.is_empty() {
-            model = model_name(ours);
+            model = model_name(&ours);
         }
-        out.push(openai::result(ours));
+        out.push(openai::result(*ours));
     }
     Ok(Json(json!({ "id": job.to_string(), "model": model, "results": out })).into_response())
 }
 
 /// `guard-e5-small@…+toxic-bilstm@…`: the models that judged the input.
-fn model_name(result: &Value) -> String {
-    let refs: Vec<&str> = result["models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|m| m["ref"].as_str())
-        .collect();
+fn model_name(result: &ModerationResult) -> String {
+    let refs: Vec<&str> = result.models.iter().map(|m| m.reference.as_str()).collect();
     if refs.is_empty() {
         "gatehouse".into()
     } else {
@@ -84,7 +89,7 @@ fn model_name(result: &Value) -> String {
 }
 
 /// The texts of `input`, checked against the limits, each error naming its field.
-fn inputs(state: &AppState, input: Option<Value>) -> Result<Vec<String>, ApiError> {
+fn inputs(state: &AppState, input: Option<Value>) -> Result<Vec<NewItem>, ApiError> {
     let limits = &state.config.limits;
     let invalid = |code, field: String, detail: String| ApiError::invalid(code, field, detail);
     let (single, values) = match input {
@@ -166,7 +171,5 @@ fn inputs(state: &AppState, input: Option<Value>) -> Result<Vec<String>, ApiErro
         });
     }
     // Empty, over-long and NUL texts: the same checks as any job's items.
-    let (_, texts) = validate_items(state, items)
-        .map_err(|e| sync::rename_item_field(e, single, "input", "input"))?;
-    Ok(texts)
+    validate_items(state, items).map_err(|e| sync::rename_item_field(e, single, "input", "input"))
 }

@@ -7,53 +7,62 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use gatehouse_common::types::{JobId, JobKind};
-use serde_json::{Value, json};
+use gatehouse_common::{
+    job::{
+        options::JobOptions,
+        result::{ItemError, ItemResult},
+        store::{self, NewItem, NewJob, Submitted},
+    },
+    types::JobId,
+};
 
 use crate::{
     auth::Principal,
     error::ApiError,
     state::AppState,
-    store::jobs::{self, Inserted, NewJob, Visibility},
+    store::jobs::{self, Job, ResultsReader, Visibility},
 };
 
 pub enum Waited {
-    /// The job finished in time: its id and each item's result (or `{"error": ...}`), in order.
-    Done { job: JobId, results: Vec<Value> },
+    /// The job finished in time: its id and each item's result or error, in order.
+    Done {
+        job: JobId,
+        results: Vec<Result<ItemResult, ItemError>>,
+    },
     /// Still running at the bound: `202` with the job and its `Location`.
     Pending(Response),
 }
 
-/// Submits `texts` as a `kind` job and waits for it.
+/// Submits `items` as a job with `options` and waits for it.
 pub async fn submit_and_wait(
     state: &AppState,
     principal: &Principal,
-    kind: JobKind,
-    texts: Vec<String>,
-    options: Value,
+    options: JobOptions,
+    items: Vec<NewItem>,
 ) -> Result<Waited, ApiError> {
     let tenant = principal.tenant()?;
+    let kind = options.kind();
     // Subscribe before the job exists, so its notification cannot be missed.
     let mut done = state.waiter.subscribe();
     let actor = principal.actor();
-    let inserted = jobs::insert(
+    let submitted = store::submit(
         &state.pool,
         NewJob {
             tenant_id: tenant,
             key_id: principal.key_id(),
-            actor: actor.clone(),
-            kind,
+            actor: &actor,
+            client_ip: Some(principal.client_ip),
+            options: &options,
             idempotency_key: None,
-            custom_ids: vec![None; texts.len()],
-            texts,
-            options,
+            items: &items,
             chunk_items: state.config.chunk_items,
         },
     )
     .await?;
-    let Inserted::Created(job) = inserted else {
+    let Submitted::Created(job) = submitted else {
         return Err(ApiError::Internal("unexpected idempotent replay".into()));
     };
+    let job = Job::from(job);
     state.outbox_notify.notify_one();
     metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
 
@@ -82,12 +91,14 @@ pub async fn submit_and_wait(
         }
     }
 
-    let lines = jobs::results_page(&state.pool, tenant, job.id, -1, i64::MAX).await?;
+    let mut reader = ResultsReader::new(&state.pool, tenant, job.id).await?;
+    let lines = reader.page(-1, i64::MAX).await?;
     let results = lines
         .into_iter()
-        .map(|line| match line.result {
-            Some(result) => result,
-            None => json!({ "error": line.error }),
+        .map(|line| match (line.result, line.error) {
+            (Some(result), _) => Ok(result),
+            (None, Some(error)) => Err(error),
+            (None, None) => Err(ItemError::new("no_result", "the item has no result")),
         })
         .collect();
     Ok(Waited::Done {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{
-    jobs::{ItemIn, translate_options, validate_items},
+    jobs::{ItemIn, job_options, validate_items},
     sync,
 };
 use crate::{auth::Principal, error::ApiError, extract::ApiJson, policy, state::AppState};
@@ -56,10 +56,14 @@ async fn translate(
             ));
         }
     };
-    let options = translate_options(
-        &state,
-        Some(json!({ "source_lang": body.source_lang, "target_lang": body.target_lang })),
-    )?;
+    let mut raw = serde_json::Map::new();
+    if let Some(source) = body.source_lang {
+        raw.insert("source_lang".into(), Value::String(source));
+    }
+    if let Some(target) = body.target_lang {
+        raw.insert("target_lang".into(), Value::String(target));
+    }
+    let options = job_options(&state, JobKind::Translate, Some(Value::Object(raw)))?;
     let items = texts
         .into_iter()
         .map(|text| ItemIn {
@@ -67,35 +71,32 @@ async fn translate(
             text,
         })
         .collect();
-    let (_, texts) = validate_items(&state, items)
+    let items = validate_items(&state, items)
         .map_err(|e| sync::rename_item_field(e, single, "text", "texts"))?;
 
-    let results = match sync::submit_and_wait(
-        &state,
-        &principal,
-        JobKind::Translate,
-        texts,
-        options,
-    )
-    .await?
-    {
+    let results = match sync::submit_and_wait(&state, &principal, options, items).await? {
         sync::Waited::Done { results, .. } => results,
         sync::Waited::Pending(response) => return Ok(response),
     };
     if single {
-        let result = results.into_iter().next().unwrap_or(Value::Null);
-        if let Some(error) = result.get("error") {
-            return Err(ApiError::invalid(
+        return match results.into_iter().next() {
+            Some(Ok(result)) => Ok(Json(result).into_response()),
+            Some(Err(error)) => Err(ApiError::invalid(
                 "translation_failed",
                 "text",
-                error
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("translation failed")
-                    .to_string(),
-            ));
-        }
-        return Ok(Json(result).into_response());
+                error.message,
+            )),
+            None => Err(ApiError::Internal(
+                "a translation job without its item".into(),
+            )),
+        };
     }
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(result) => serde_json::to_value(result).unwrap_or(Value::Null),
+            Err(error) => json!({ "error": error }),
+        })
+        .collect();
     Ok(Json(json!({ "results": results })).into_response())
 }

@@ -1,15 +1,19 @@
-//! `audit_events`: one helper so every identity event has the same shape (actor, tenant,
-//! client IP, time, outcome).
+//! `audit_events` as the api writes and reads them. Writing goes through the one insert in
+//! `gatehouse_common::audit` (typed actions); this module keeps the identity events' shape
+//! (actor, tenant, client IP, outcome) and the tenant's audit feed.
 
 use std::net::IpAddr;
 
-use gatehouse_common::types::TenantId;
+use gatehouse_common::{
+    audit::{self, Action},
+    types::TenantId,
+};
 use sqlx::{Postgres, Transaction};
 
 pub struct Event<'a> {
     pub tenant: Option<TenantId>,
     pub actor: &'a str,
-    pub action: &'static str,
+    pub action: Action,
     pub client_ip: Option<IpAddr>,
     pub details: serde_json::Value,
 }
@@ -26,21 +30,16 @@ pub async fn record_outcome(
     event: Event<'_>,
     outcome: &'static str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        r"
-        INSERT INTO audit_events (tenant_id, actor, action, client_ip, outcome, details)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ",
+    audit::insert(
+        tx,
+        audit::Record {
+            outcome,
+            client_ip: event.client_ip,
+            details: event.details,
+            ..audit::Record::new(event.tenant, event.actor, event.action)
+        },
     )
-    .bind(event.tenant)
-    .bind(event.actor)
-    .bind(event.action)
-    .bind(event.client_ip.map(ipnet::IpNet::from))
-    .bind(outcome)
-    .bind(event.details)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// One audit record as the API shows it.

@@ -1,15 +1,25 @@
-//! `jobs`, `job_items`, `job_chunks` and `outbox`: a submission is one transaction.
+//! Reading jobs and their results for the api; sharing. Submitting is
+//! `gatehouse_common::job::store::submit` (the lifecycle SQL lives there, beside claim and
+//! complete); results are stored compactly and rendered here on read.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use gatehouse_common::db::{self, Scope};
 use gatehouse_common::{
-    queue::{ChunkMessage, QueueMessage},
-    types::{JobId, JobKind, JobStatus, KeyId, TenantId},
+    audit::{self, Action},
+    db::{self, Scope},
+    job::{
+        ItemStatus,
+        result::{ChunkModel, ItemError, ItemResult, StoredOutcome},
+        store::{JOB_COLUMNS, JobRecord},
+    },
+    moderation::Policy,
+    types::{JobId, JobKind, JobStatus, TenantId},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counts {
     pub total: i32,
     pub succeeded: i32,
@@ -17,7 +27,7 @@ pub struct Counts {
 }
 
 /// The job object of the public API.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
     pub kind: JobKind,
@@ -29,41 +39,29 @@ pub struct Job {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
-#[derive(sqlx::FromRow)]
-struct JobRow {
-    job_id: JobId,
-    kind: String,
-    status: String,
-    shared: bool,
-    total: i32,
-    succeeded: i32,
-    failed: i32,
-    created_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
-}
-
-impl TryFrom<JobRow> for Job {
-    type Error = sqlx::Error;
-    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
-        let decode = |e: String| sqlx::Error::Decode(e.into());
-        Ok(Job {
-            id: row.job_id,
-            kind: row.kind.parse().map_err(decode)?,
-            status: row.status.parse().map_err(decode)?,
-            shared: row.shared,
+impl From<JobRecord> for Job {
+    fn from(r: JobRecord) -> Self {
+        Job {
+            id: r.id,
+            kind: r.kind,
+            status: r.status,
+            shared: r.shared,
             counts: Counts {
-                total: row.total,
-                succeeded: row.succeeded,
-                failed: row.failed,
+                total: r.total,
+                succeeded: r.succeeded,
+                failed: r.failed,
             },
-            created_at: row.created_at,
-            completed_at: row.completed_at,
-        })
+            created_at: r.created_at,
+            completed_at: r.completed_at,
+        }
     }
 }
 
-const JOB_COLUMNS: &str =
-    "job_id, kind, status, shared, total, succeeded, failed, created_at, completed_at";
+fn jobs(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Job>, sqlx::Error> {
+    rows.iter()
+        .map(|r| JobRecord::from_row(r).map(Job::from))
+        .collect()
+}
 
 /// Which of a tenant's jobs a principal may see.
 #[derive(Debug, Clone, Copy)]
@@ -94,179 +92,6 @@ fn visible(owner: usize, restricted: usize) -> String {
     format!("(NOT ${restricted}::bool OR shared OR created_by = ${owner}::text)")
 }
 
-pub struct NewJob<'a> {
-    pub tenant_id: TenantId,
-    pub key_id: Option<KeyId>,
-    pub actor: String,
-    pub kind: JobKind,
-    pub idempotency_key: Option<&'a str>,
-    pub custom_ids: Vec<Option<String>>,
-    pub texts: Vec<String>,
-    pub options: serde_json::Value,
-    pub chunk_items: usize,
-}
-
-pub enum Inserted {
-    Created(Job),
-    /// This principal already sent this `Idempotency-Key` with the same request.
-    Replayed(Job),
-    /// This principal already sent this `Idempotency-Key` with a different request.
-    KeyReused(JobId),
-}
-
-/// SHA-256 of the request as validated (kind, options, custom ids, texts), to tell a replay
-/// from a different request under the same idempotency key.
-fn request_hash(new: &NewJob<'_>) -> Vec<u8> {
-    use sha2::{Digest, Sha256};
-    let mut hash = Sha256::new();
-    let mut field = |bytes: &[u8]| {
-        hash.update((bytes.len() as u64).to_le_bytes());
-        hash.update(bytes);
-    };
-    field(new.kind.as_str().as_bytes());
-    field(new.options.to_string().as_bytes());
-    for (id, text) in new.custom_ids.iter().zip(&new.texts) {
-        match id {
-            Some(id) => field(id.as_bytes()),
-            None => field(b"\xff"),
-        }
-        field(text.as_bytes());
-    }
-    hash.finalize().to_vec()
-}
-
-/// Stores the job, its items, its chunks and one outbox message per chunk, atomically.
-pub async fn insert(pool: &PgPool, new: NewJob<'_>) -> Result<Inserted, sqlx::Error> {
-    let total = i32::try_from(new.texts.len()).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    let job_id = JobId::new();
-    let request_sha256 = new.idempotency_key.map(|_| request_hash(&new));
-    let mut tx = db::begin(pool, Scope::Tenant(new.tenant_id)).await?;
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        r"
-        INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by,
-                          options, policy_version, request_sha256)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
-                (SELECT coalesce(max(version), 0) FROM moderation_policies WHERE tenant_id = $2),
-                $9)
-        ON CONFLICT (tenant_id, created_by, idempotency_key) WHERE idempotency_key IS NOT NULL
-        DO NOTHING
-        RETURNING {JOB_COLUMNS}
-        "
-    ))
-    .bind(job_id)
-    .bind(new.tenant_id)
-    .bind(new.key_id)
-    .bind(new.kind.as_str())
-    .bind(total)
-    .bind(new.idempotency_key)
-    .bind(&new.actor)
-    .bind(&new.options)
-    .bind(&request_sha256)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        let key = new.idempotency_key.unwrap_or_default();
-        let (existing, hash): (JobRow, Option<Vec<u8>>) = {
-            #[derive(sqlx::FromRow)]
-            struct Replay {
-                #[sqlx(flatten)]
-                job: JobRow,
-                request_sha256: Option<Vec<u8>>,
-            }
-            let replay: Replay = sqlx::query_as(&format!(
-                "SELECT {JOB_COLUMNS}, request_sha256 FROM jobs
-                 WHERE tenant_id = $1 AND created_by = $2 AND idempotency_key = $3"
-            ))
-            .bind(new.tenant_id)
-            .bind(&new.actor)
-            .bind(key)
-            .fetch_one(&mut *tx)
-            .await?;
-            (replay.job, replay.request_sha256)
-        };
-        tx.commit().await?;
-        if hash != request_sha256 {
-            return Ok(Inserted::KeyReused(existing.job_id));
-        }
-        return Ok(Inserted::Replayed(existing.try_into()?));
-    };
-
-    let indexes: Vec<i32> = (0..total).collect();
-    sqlx::query(
-        r"
-        INSERT INTO job_items (job_id, tenant_id, item_index, custom_id, input)
-        SELECT $1, $5, * FROM UNNEST($2::int4[], $3::text[], $4::text[])
-        ",
-    )
-    .bind(job_id)
-    .bind(&indexes)
-    .bind(&new.custom_ids)
-    .bind(&new.texts)
-    .bind(new.tenant_id)
-    .execute(&mut *tx)
-    .await?;
-
-    let chunk = i32::try_from(new.chunk_items.max(1)).unwrap_or(i32::MAX);
-    let mut chunk_indexes = Vec::new();
-    let mut starts = Vec::new();
-    let mut ends = Vec::new();
-    let mut payloads = Vec::new();
-    let mut start = 0;
-    while start < total {
-        let end = start.saturating_add(chunk).min(total);
-        let index = i32::try_from(chunk_indexes.len()).unwrap_or(i32::MAX);
-        let message = QueueMessage::ChunkV1(ChunkMessage {
-            job_id,
-            tenant_id: new.tenant_id,
-            kind: new.kind,
-            chunk_index: index,
-            item_start: start,
-            item_end: end,
-        });
-        payloads.push(
-            message
-                .to_json()
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
-        );
-        chunk_indexes.push(index);
-        starts.push(start);
-        ends.push(end);
-        start = end;
-    }
-    sqlx::query(
-        r"
-        INSERT INTO job_chunks (job_id, tenant_id, chunk_index, item_start, item_end)
-        SELECT $1, $5, * FROM UNNEST($2::int4[], $3::int4[], $4::int4[])
-        ",
-    )
-    .bind(job_id)
-    .bind(&chunk_indexes)
-    .bind(&starts)
-    .bind(&ends)
-    .bind(new.tenant_id)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO outbox (routing_key, payload) SELECT $1, * FROM UNNEST($2::jsonb[])")
-        .bind(new.kind.as_str())
-        .bind(&payloads)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        r"
-        INSERT INTO audit_events (tenant_id, actor, action, job_id, details)
-        VALUES ($1, $2, 'job.created', $3, $4)
-        ",
-    )
-    .bind(new.tenant_id)
-    .bind(&new.actor)
-    .bind(job_id)
-    .bind(serde_json::json!({ "kind": new.kind, "items": total, "chunks": chunk_indexes.len() }))
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(Inserted::Created(row.try_into()?))
-}
-
 /// The job if it belongs to `tenant` (another tenant's job does not exist for the caller)
 /// and `visibility` lets the caller see it.
 pub async fn get(
@@ -276,7 +101,7 @@ pub async fn get(
     visibility: Visibility<'_>,
 ) -> Result<Option<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row: Option<JobRow> = sqlx::query_as(&format!(
+    let row = sqlx::query(&format!(
         "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND {}",
         visible(3, 4)
     ))
@@ -287,43 +112,145 @@ pub async fn get(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    row.map(Job::try_from).transpose()
+    row.map(|r| JobRecord::from_row(&r).map(Job::from))
+        .transpose()
 }
 
 /// One line of the results stream.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResultLine {
     pub index: i32,
     pub custom_id: Option<String>,
-    pub status: String,
-    pub result: Option<serde_json::Value>,
-    pub error: Option<serde_json::Value>,
+    pub status: ItemStatus,
+    pub result: Option<ItemResult>,
+    pub error: Option<ItemError>,
 }
 
-/// Finished items after `after` (exclusive), in submission order.
-pub async fn results_page(
-    pool: &PgPool,
+#[derive(sqlx::FromRow)]
+struct StoredLine {
+    item_index: i32,
+    custom_id: Option<String>,
+    status: String,
+    chunk_index: i32,
+    result: Option<Vec<u8>>,
+    legacy_result: Option<serde_json::Value>,
+    error: Option<serde_json::Value>,
+}
+
+/// What rendering a job's results needs: its policy version and the models of its chunks
+/// (loaded as pages need them).
+pub struct ResultsReader {
+    pool: PgPool,
     tenant: TenantId,
     job: JobId,
-    after: i32,
-    limit: i64,
-) -> Result<Vec<ResultLine>, sqlx::Error> {
-    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let lines = sqlx::query_as(
-        r"
-        SELECT item_index AS index, custom_id, status, result, error FROM job_items
-        WHERE job_id = $1 AND item_index > $2 AND status <> 'pending'
-        ORDER BY item_index
-        LIMIT $3
-        ",
-    )
-    .bind(job)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(lines)
+    policy: Policy,
+    models: HashMap<i32, Vec<ChunkModel>>,
+}
+
+impl ResultsReader {
+    pub async fn new(pool: &PgPool, tenant: TenantId, job: JobId) -> Result<Self, sqlx::Error> {
+        let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+        let row: Option<(i32, Option<serde_json::Value>)> = sqlx::query_as(
+            r"
+            SELECT j.policy_version, p.policy FROM jobs j
+            LEFT JOIN moderation_policies p
+                   ON p.tenant_id = j.tenant_id AND p.version = j.policy_version
+            WHERE j.job_id = $1
+            ",
+        )
+        .bind(job)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let policy = match row {
+            Some((_, Some(raw))) => serde_json::from_value(raw)
+                .map_err(|e| sqlx::Error::Decode(format!("stored policy: {e}").into()))?,
+            _ => Policy::default(),
+        };
+        Ok(Self {
+            pool: pool.clone(),
+            tenant,
+            job,
+            policy,
+            models: HashMap::new(),
+        })
+    }
+
+    /// Finished items after `after` (exclusive), in submission order.
+    pub async fn page(&mut self, after: i32, limit: i64) -> Result<Vec<ResultLine>, sqlx::Error> {
+        let mut tx = db::begin(&self.pool, Scope::Tenant(self.tenant)).await?;
+        let lines: Vec<StoredLine> = sqlx::query_as(
+            r"
+            SELECT r.item_index, i.custom_id, r.status, r.chunk_index, r.result,
+                   r.legacy_result, r.error
+            FROM job_results r
+            JOIN job_items i ON i.job_id = r.job_id AND i.item_index = r.item_index
+            WHERE r.job_id = $1 AND r.item_index > $2
+            ORDER BY r.item_index
+            LIMIT $3
+            ",
+        )
+        .bind(self.job)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut missing: Vec<i32> = lines
+            .iter()
+            .map(|l| l.chunk_index)
+            .filter(|c| !self.models.contains_key(c))
+            .collect();
+        missing.dedup();
+        if !missing.is_empty() {
+            let rows: Vec<(i32, Option<serde_json::Value>)> = sqlx::query_as(
+                "SELECT chunk_index, models FROM job_chunks WHERE job_id = $1 AND chunk_index = ANY($2)",
+            )
+            .bind(self.job)
+            .bind(&missing)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (chunk, models) in rows {
+                let models = models
+                    .map(serde_json::from_value::<Vec<ChunkModel>>)
+                    .transpose()
+                    .map_err(|e| sqlx::Error::Decode(format!("chunk models: {e}").into()))?
+                    .unwrap_or_default();
+                self.models.insert(chunk, models);
+            }
+        }
+        tx.commit().await?;
+        lines.into_iter().map(|l| self.render(l)).collect()
+    }
+
+    fn render(&self, line: StoredLine) -> Result<ResultLine, sqlx::Error> {
+        let decode = |e: String| sqlx::Error::Decode(e.into());
+        let status: ItemStatus = line.status.parse().map_err(decode)?;
+        let result = match (line.result, line.legacy_result) {
+            (Some(bytes), _) => {
+                let stored = StoredOutcome::decode(&bytes).map_err(|e| decode(e.to_string()))?;
+                let models = self
+                    .models
+                    .get(&line.chunk_index)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]);
+                ItemResult::render(stored, models, &self.policy)
+            }
+            (None, Some(legacy)) => Some(ItemResult::Legacy(legacy)),
+            (None, None) => None,
+        };
+        let error = line
+            .error
+            .map(serde_json::from_value::<ItemError>)
+            .transpose()
+            .map_err(|e| decode(e.to_string()))?;
+        Ok(ResultLine {
+            index: line.item_index,
+            custom_id: line.custom_id,
+            status,
+            result,
+            error,
+        })
+    }
 }
 
 /// The tenant's jobs the caller may see, newest first, after the cursor.
@@ -335,7 +262,7 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let rows: Vec<JobRow> = sqlx::query_as(&format!(
+    let rows = sqlx::query(&format!(
         r"
         SELECT {JOB_COLUMNS} FROM jobs
         WHERE tenant_id = $1 AND {}
@@ -353,7 +280,7 @@ pub async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    rows.into_iter().map(Job::try_from).collect()
+    jobs(rows)
 }
 
 /// Shares (or unshares) a job with its tenant, if `visibility` lets the caller manage it.
@@ -367,7 +294,7 @@ pub async fn set_shared(
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Option<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row: Option<JobRow> = sqlx::query_as(&format!(
+    let row = sqlx::query(&format!(
         r"
         UPDATE jobs SET shared = $3
         WHERE job_id = $1 AND tenant_id = $2 AND (NOT $5 OR created_by = $4)
@@ -382,18 +309,23 @@ pub async fn set_shared(
     .fetch_optional(&mut *tx)
     .await?;
     if row.is_some() {
-        super::audit::record(
+        let action = if shared {
+            Action::JobShared
+        } else {
+            Action::JobUnshared
+        };
+        audit::insert(
             &mut tx,
-            super::audit::Event {
-                tenant: Some(tenant),
-                actor,
-                action: if shared { "job.shared" } else { "job.unshared" },
+            audit::Record {
                 client_ip,
+                job_id: Some(id),
                 details: serde_json::json!({ "job_id": id }),
+                ..audit::Record::new(Some(tenant), actor, action)
             },
         )
         .await?;
     }
     tx.commit().await?;
-    row.map(Job::try_from).transpose()
+    row.map(|r| JobRecord::from_row(&r).map(Job::from))
+        .transpose()
 }

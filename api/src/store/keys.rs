@@ -7,6 +7,7 @@
 //! `previous_valid_until` (`GATEHOUSE_KEY_ROTATION_GRACE_SECS`).
 
 use chrono::{DateTime, Utc};
+use gatehouse_common::audit::Action;
 use gatehouse_common::db::{self, Scope};
 use gatehouse_common::types::{KeyId, TenantId};
 use ipnet::IpNet;
@@ -99,7 +100,7 @@ pub async fn create(pool: &PgPool, new: NewKey<'_>) -> Result<(ApiKey, String), 
         super::audit::Event {
             tenant: Some(new.tenant),
             actor: new.actor,
-            action: "key.created",
+            action: Action::KeyCreated,
             client_ip: new.client_ip,
             details: serde_json::json!({ "key_id": key_id.to_string(), "name": new.name, "scopes": new.scopes }),
         },
@@ -154,7 +155,15 @@ pub async fn revoke(
     .fetch_optional(&mut *tx)
     .await?;
     if key.is_some() {
-        audit_key(&mut tx, tenant, actor, "key.revoked", key_id, client_ip).await?;
+        audit_key(
+            &mut tx,
+            tenant,
+            actor,
+            Action::KeyRevoked,
+            key_id,
+            client_ip,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(key)
@@ -233,7 +242,15 @@ pub async fn rotate(
     .bind(sha256(&secret).as_slice())
     .fetch_one(&mut *tx)
     .await?;
-    audit_key(&mut tx, tenant, actor, "key.rotated", key_id, client_ip).await?;
+    audit_key(
+        &mut tx,
+        tenant,
+        actor,
+        Action::KeyRotated,
+        key_id,
+        client_ip,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Some((key, token(key_id, &secret))))
 }
@@ -242,7 +259,7 @@ async fn audit_key(
     tx: &mut Transaction<'_, Postgres>,
     tenant: TenantId,
     actor: &str,
-    action: &'static str,
+    action: Action,
     key_id: KeyId,
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<(), sqlx::Error> {

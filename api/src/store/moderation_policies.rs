@@ -2,6 +2,7 @@
 //! the built-in default.
 
 use chrono::{DateTime, Utc};
+use gatehouse_common::audit::Action;
 use gatehouse_common::{
     db::{self, Scope},
     moderation::Policy,
@@ -159,7 +160,7 @@ pub async fn change<E>(
         Event {
             tenant: Some(tenant),
             actor,
-            action: "moderation_policy.changed",
+            action: Action::ModerationPolicyChanged,
             client_ip: Some(client_ip),
             details: serde_json::json!({
                 "version": next.version,

@@ -1,6 +1,7 @@
 //! `tenants`.
 
 use chrono::{DateTime, Utc};
+use gatehouse_common::audit::Action;
 use gatehouse_common::db::{self, Scope};
 use gatehouse_common::types::TenantId;
 use serde::Serialize;
@@ -75,7 +76,7 @@ pub async fn create(
         super::audit::Event {
             tenant: Some(tenant.tenant_id),
             actor,
-            action: "tenant.created",
+            action: Action::TenantCreated,
             client_ip,
             details: serde_json::json!({ "name": name, "slug": slug }),
         },
@@ -167,7 +168,7 @@ pub async fn update(
             super::audit::Event {
                 tenant: Some(id),
                 actor,
-                action: "tenant.changed",
+                action: Action::TenantChanged,
                 client_ip,
                 details: serde_json::to_value(changes).unwrap_or_default(),
             },

@@ -1,6 +1,7 @@
 //! `users`: tenant members (admin, reviewer, guest) and platform operators (superadmin, no
 //! tenant). Passwords arrive here already hashed (argon2id, off the async runtime).
 
+use gatehouse_common::audit::Action;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
@@ -110,7 +111,7 @@ pub async fn create(
         Event {
             tenant,
             actor: actor.name,
-            action: "user.created",
+            action: Action::UserCreated,
             client_ip: actor.client_ip,
             details: serde_json::json!({ "user_id": user.id, "username": username, "role": role }),
         },
@@ -209,20 +210,20 @@ pub async fn update(
     let mut events = Vec::new();
     if after.role != before.role {
         events.push((
-            "user.role_changed",
+            Action::UserRoleChanged,
             serde_json::json!({ "from": before.role, "to": after.role }),
         ));
     }
     if after.enabled != before.enabled {
         let action = if after.enabled {
-            "user.enabled"
+            Action::UserEnabled
         } else {
-            "user.disabled"
+            Action::UserDisabled
         };
         events.push((action, serde_json::json!({})));
     }
     if changes.password_hash.is_some() {
-        events.push(("user.password_changed", serde_json::json!({})));
+        events.push((Action::UserPasswordChanged, serde_json::json!({})));
     }
     for (action, mut details) in events {
         details["user_id"] = serde_json::json!(id);
@@ -272,7 +273,7 @@ pub async fn delete(
             Event {
                 tenant: Some(tenant),
                 actor: actor.name,
-                action: "user.deleted",
+                action: Action::UserDeleted,
                 client_ip: actor.client_ip,
                 details: serde_json::json!({ "user_id": id }),
             },

@@ -65,7 +65,7 @@ async fn assert_exactly_once(h: &Harness, id: &str, n: usize, chunks: i64) {
             .all(|(i, l)| l["index"] == i && l["status"] == "succeeded")
     );
     assert_eq!(
-        h.scalar("SELECT count(*) FROM job_items WHERE status = 'succeeded'")
+        h.scalar("SELECT count(*) FROM job_results WHERE status = 'succeeded'")
             .await,
         n as i64
     );
@@ -221,11 +221,7 @@ async fn a_transient_failure_is_retried_through_the_delay_queue_until_it_succeed
     assert!(last_error.contains("outage"), "{last_error}");
     // Nothing was half-written by the failed attempts.
     assert_eq!(h.job(&id).await["counts"]["succeeded"], 0);
-    assert_eq!(
-        h.scalar("SELECT count(*) FROM job_items WHERE status <> 'pending'")
-            .await,
-        0
-    );
+    assert_eq!(h.scalar("SELECT count(*) FROM job_results").await, 0);
 
     // The outage ends; the next retry succeeds.
     sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT outage")

@@ -43,6 +43,7 @@ async fn an_unfiltered_query_cannot_read_or_change_another_tenants_rows() {
         "jobs",
         "job_items",
         "job_chunks",
+        "job_results",
         "audit_events",
     ] {
         let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))

@@ -10,6 +10,7 @@ mod hardening;
 mod identity;
 mod identity_blocks;
 mod isolation;
+mod job_contract;
 mod jobs;
 mod jwt;
 mod moderation;

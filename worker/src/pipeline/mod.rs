@@ -1,5 +1,7 @@
-//! Processing one chunk: claim it, run its items through the model for its kind, and commit
-//! results, counters and the audit record together.
+//! Processing one chunk: claim it (one statement), run its items through the models for its
+//! kind, and commit results, counters and the audit record (one statement). Errors know their
+//! kind: transient ones are retried by the consumer; permanent ones (unreadable options or
+//! policy) fail the chunk's items with the reason at once.
 
 pub mod moderate;
 pub mod segment;
@@ -7,14 +9,23 @@ pub mod translate;
 
 use std::time::Instant;
 
-use gatehouse_common::{queue::ChunkMessage, types::JobKind};
+use gatehouse_common::{
+    db::error_class,
+    job::{
+        options::JobOptions,
+        result::{ChunkModel, CodecError, ItemError, StoredOutcome},
+        store::{self, Applied, ChunkEnd, Claim, CompleteError, Completion},
+    },
+    moderation,
+    queue::ChunkMessage,
+    types::JobKind,
+};
 use serde_json::json;
 
 use crate::{
     batcher::ModelHandle,
     model::ModelError,
     policy::{PolicyCache, PolicyLoadError},
-    store::{self, ChunkEnd, ItemOutcome},
     translator::TranslatorHandle,
 };
 
@@ -25,19 +36,42 @@ pub enum Outcome {
     Done,
     /// Already processed (a redelivery): nothing written.
     Duplicate,
-    /// Too many attempts: items failed with a reason; the message goes to the dead queue.
+    /// Given up (attempts exhausted, or a permanent error): items failed with a reason; the
+    /// message goes to the dead-letter queue.
     Dead,
 }
 
 /// Errors worth retrying: the next attempt may succeed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransientError {
-    #[error("database error")]
-    Database(#[from] sqlx::Error),
+    /// Logged by class only: a database message can quote stored values.
+    #[error("database error ({})", error_class(.0))]
+    Database(sqlx::Error),
     #[error("model error")]
     Model(#[from] ModelError),
-    #[error("policy error")]
-    Policy(#[from] PolicyLoadError),
+}
+
+impl From<sqlx::Error> for TransientError {
+    fn from(e: sqlx::Error) -> Self {
+        TransientError::Database(e)
+    }
+}
+
+impl From<CompleteError> for TransientError {
+    fn from(e: CompleteError) -> Self {
+        match e {
+            CompleteError::Database(e) => TransientError::Database(e),
+            // Encoding our own results cannot fail for a reason a retry would fix, but it is
+            // not the items' fault either: keep retrying until the attempts run out.
+            CompleteError::Codec(e) => TransientError::Model(ModelError::Inference(e.to_string())),
+        }
+    }
+}
+
+impl From<CodecError> for TransientError {
+    fn from(e: CodecError) -> Self {
+        TransientError::Model(ModelError::Inference(e.to_string()))
+    }
 }
 
 pub struct Pipeline {
@@ -50,108 +84,92 @@ pub struct Pipeline {
     pub max_attempts: i32,
 }
 
+/// What a chunk's items came out as, and the models that judged them.
+struct Processed {
+    outcomes: Vec<(i32, StoredOutcome)>,
+    models: Vec<ChunkModel>,
+    /// For the verdict metrics.
+    policy: Option<std::sync::Arc<crate::policy::CompiledPolicy>>,
+    /// `name@hash` list for the audit record.
+    model_names: String,
+}
+
 impl Pipeline {
     pub async fn process(&self, chunk: &ChunkMessage) -> Result<Outcome, TransientError> {
-        let Some(claim) = store::claim(&self.pool, chunk).await? else {
+        let cached = self.policies.cached_versions(chunk.tenant_id);
+        let Some(claim) = store::claim(&self.pool, chunk, &cached).await? else {
             return Ok(Outcome::Duplicate);
         };
         if claim.attempts > self.max_attempts {
-            return self.give_up(chunk, claim.attempts).await;
+            let reason = format!(
+                "gave up after {} attempts{}",
+                claim.attempts - 1,
+                claim
+                    .last_error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+            return self
+                .give_up(chunk, &claim, ItemError::new("attempts_exhausted", reason))
+                .await;
         }
         let started = Instant::now();
-        let items = store::pending_items(&self.pool, chunk).await?;
-        let (outcomes, model) = match chunk.kind {
-            JobKind::Moderate => self.moderate(chunk, &items).await?,
-            JobKind::Translate => {
+        let options = match &claim.options {
+            Ok(options) => options.clone(),
+            Err(message) => {
+                let error = ItemError::new("invalid_options", message.clone());
+                return self.give_up(chunk, &claim, error).await;
+            }
+        };
+        let processed = match options {
+            JobOptions::Moderate(_) => match self.moderate(chunk, &claim).await {
+                Ok(p) => p,
+                Err(Step::Permanent(error)) => return self.give_up(chunk, &claim, error).await,
+                Err(Step::Transient(e)) => return Err(e),
+            },
+            JobOptions::Translate(options) => {
                 let handle = self.translation.as_ref().ok_or_else(|| {
                     ModelError::Load("no translation model on this worker".into())
                 })?;
-                let raw = store::job_options(&self.pool, chunk).await?;
-                let options: translate::TranslateOptions = match serde_json::from_value(raw) {
-                    Ok(o) => o,
-                    Err(e) => {
-                        // A job the api accepted always has options; fail its items rather than loop.
-                        let error = json!({"code": "invalid_options", "message": e.to_string()});
-                        let outcomes = items
-                            .iter()
-                            .map(|(i, _)| (*i, ItemOutcome::Failed(error.clone())))
-                            .collect();
-                        return self
-                            .finish(chunk, outcomes, "none".into(), claim.attempts, started)
-                            .await;
-                    }
-                };
-                let texts: Vec<&str> = items.iter().map(|(_, t)| t.as_str()).collect();
+                let texts: Vec<&str> = claim.items.iter().map(|(_, t)| t.as_str()).collect();
                 let results = translate::items(handle, &options, &texts).await;
-                let outcomes: Vec<(i32, ItemOutcome)> =
-                    items.iter().map(|(i, _)| *i).zip(results).collect();
                 let models: Vec<&str> = handle.pairs().iter().map(|p| p.model.as_str()).collect();
-                (outcomes, models.join(","))
+                Processed {
+                    outcomes: claim.items.iter().map(|(i, _)| *i).zip(results).collect(),
+                    models: Vec::new(),
+                    policy: None,
+                    model_names: models.join(","),
+                }
             }
         };
-        self.finish(chunk, outcomes, model, claim.attempts, started)
-            .await
-    }
-
-    /// Runs every moderation model over the chunk's texts (concurrently: each has its own
-    /// thread) and judges each item under the job's policy.
-    async fn moderate(
-        &self,
-        chunk: &ChunkMessage,
-        items: &[(i32, String)],
-    ) -> Result<(Vec<(i32, ItemOutcome)>, String), TransientError> {
-        let policy = self.policies.for_chunk(&self.pool, chunk).await?;
-        let texts: Vec<String> = items.iter().map(|(_, t)| t.clone()).collect();
-        let runs = self
-            .moderation
-            .iter()
-            .map(|model| model.classify(texts.clone()));
-        let per_model = futures_util::future::try_join_all(runs).await?;
-        let infos: Vec<&crate::model::ModelInfo> =
-            self.moderation.iter().map(ModelHandle::info).collect();
-        let outcomes = items
-            .iter()
-            .enumerate()
-            .map(|(i, (index, text))| {
-                let models: Vec<_> = infos
-                    .iter()
-                    .zip(&per_model)
-                    .filter_map(|(info, scores)| scores.get(i).map(|s| (*info, s)))
-                    .collect();
-                let result = moderate::verdict(text, &models, &policy);
-                let value = serde_json::to_value(result).unwrap_or_default();
-                (*index, ItemOutcome::Succeeded(value))
-            })
-            .collect();
-        let names: Vec<String> = infos.iter().map(|i| i.reference()).collect();
-        Ok((outcomes, names.join(",")))
-    }
-
-    async fn finish(
-        &self,
-        chunk: &ChunkMessage,
-        outcomes: Vec<(i32, ItemOutcome)>,
-        model: String,
-        attempt: i32,
-        started: Instant,
-    ) -> Result<Outcome, TransientError> {
         let audit = json!({
-            "model": model,
-            "items": outcomes.len(),
+            "model": processed.model_names,
+            "items": processed.outcomes.len(),
             "item_start": chunk.item_start,
             "item_end": chunk.item_end,
-            "attempt": attempt,
+            "attempt": claim.attempts,
             "duration_ms": started.elapsed().as_millis() as u64,
         });
-        let applied =
-            store::complete_chunk(&self.pool, chunk, &outcomes, ChunkEnd::Done, audit).await?;
+        let applied = store::complete(
+            &self.pool,
+            Completion {
+                chunk,
+                outcomes: &processed.outcomes,
+                end: ChunkEnd::Done,
+                models: &processed.models,
+                actor: &worker_actor(),
+                audit,
+            },
+        )
+        .await?;
         metrics::histogram!("gatehouse_worker_chunk_seconds", "kind" => chunk.kind.as_str())
             .record(started.elapsed().as_secs_f64());
         match applied {
             Some(applied) => {
-                record_items(chunk.kind, applied.succeeded, applied.failed);
-                if chunk.kind == JobKind::Moderate {
-                    record_verdicts(&outcomes);
+                record_items(chunk.kind, applied);
+                if let Some(policy) = &processed.policy {
+                    record_verdicts(&processed.models, &processed.outcomes, policy);
                 }
                 Ok(Outcome::Done)
             }
@@ -159,30 +177,93 @@ impl Pipeline {
         }
     }
 
-    /// Marks the chunk's pending items failed with the reason and ends the chunk as dead.
+    /// Runs every moderation model over the chunk's texts (concurrently: each has its own
+    /// thread) and stores each item's scores and rule hits.
+    async fn moderate(&self, chunk: &ChunkMessage, claim: &Claim) -> Result<Processed, Step> {
+        let policy = self
+            .policies
+            .compiled(
+                &self.pool,
+                chunk.tenant_id,
+                claim.policy_version,
+                claim.policy.clone(),
+            )
+            .await
+            .map_err(|e| match e {
+                PolicyLoadError::Database(e) => Step::Transient(e.into()),
+                invalid @ PolicyLoadError::Invalid { .. } => {
+                    Step::Permanent(ItemError::new("invalid_policy", invalid.to_string()))
+                }
+            })?;
+        let texts: Vec<String> = claim.items.iter().map(|(_, t)| t.clone()).collect();
+        let runs = self
+            .moderation
+            .iter()
+            .map(|model| model.classify(texts.clone()));
+        let per_model = futures_util::future::try_join_all(runs)
+            .await
+            .map_err(|e| Step::Transient(e.into()))?;
+        let models: Vec<ChunkModel> = self
+            .moderation
+            .iter()
+            .map(|m| moderate::chunk_model(m.info()))
+            .collect();
+        let outcomes = claim
+            .items
+            .iter()
+            .enumerate()
+            .map(|(i, (index, text))| {
+                let scores: Vec<_> = per_model.iter().filter_map(|s| s.get(i)).collect();
+                let rules = moderate::rule_hits(text, &policy);
+                (
+                    *index,
+                    StoredOutcome::Moderated(moderate::stored(&scores, rules)),
+                )
+            })
+            .collect();
+        let names: Vec<&str> = models.iter().map(|m| m.model.reference.as_str()).collect();
+        Ok(Processed {
+            outcomes,
+            model_names: names.join(","),
+            models,
+            policy: Some(policy),
+        })
+    }
+
+    /// Fails the chunk's pending items with `error`, ends the chunk as dead (its message then
+    /// goes to the dead-letter queue).
     async fn give_up(
         &self,
         chunk: &ChunkMessage,
-        attempts: i32,
+        claim: &Claim,
+        error: ItemError,
     ) -> Result<Outcome, TransientError> {
-        let last = store::last_error(&self.pool, chunk).await?;
-        let message = format!(
-            "gave up after {} attempts{}",
-            attempts - 1,
-            last.map(|e| format!(": {e}")).unwrap_or_default()
-        );
-        let items = store::pending_items(&self.pool, chunk).await?;
-        let outcomes: Vec<(i32, ItemOutcome)> = items
+        let outcomes: Vec<(i32, StoredOutcome)> = claim
+            .items
             .iter()
-            .map(|(index, _)| {
-                let error = json!({"code": "attempts_exhausted", "message": message});
-                (*index, ItemOutcome::Failed(error))
-            })
+            .map(|(index, _)| (*index, StoredOutcome::Failed(error.clone())))
             .collect();
-        let audit = json!({"items": outcomes.len(), "reason": message, "attempts": attempts - 1});
-        match store::complete_chunk(&self.pool, chunk, &outcomes, ChunkEnd::Dead, audit).await? {
+        let audit = json!({
+            "items": outcomes.len(),
+            "reason": error.message,
+            "code": error.code,
+            "attempts": claim.attempts,
+        });
+        let applied = store::complete(
+            &self.pool,
+            Completion {
+                chunk,
+                outcomes: &outcomes,
+                end: ChunkEnd::Dead,
+                models: &[],
+                actor: &worker_actor(),
+                audit,
+            },
+        )
+        .await?;
+        match applied {
             Some(applied) => {
-                record_items(chunk.kind, applied.succeeded, applied.failed);
+                record_items(chunk.kind, applied);
                 Ok(Outcome::Dead)
             }
             None => Ok(Outcome::Duplicate),
@@ -190,25 +271,47 @@ impl Pipeline {
     }
 }
 
+/// A step's failure: retry it, or fail the items for good.
+enum Step {
+    Transient(TransientError),
+    Permanent(ItemError),
+}
+
 /// Verdict counters, from committed results only (a redelivery counts nothing twice).
-fn record_verdicts(outcomes: &[(i32, ItemOutcome)]) {
+fn record_verdicts(
+    models: &[ChunkModel],
+    outcomes: &[(i32, StoredOutcome)],
+    policy: &crate::policy::CompiledPolicy,
+) {
     for (_, outcome) in outcomes {
-        let ItemOutcome::Succeeded(result) = outcome else {
+        let StoredOutcome::Moderated(item) = outcome else {
             continue;
         };
-        let level = result["level"].as_str().unwrap_or("unknown").to_string();
-        metrics::counter!("gatehouse_moderation_verdicts_total", "level" => level).increment(1);
-        for category in result["categories"].as_array().into_iter().flatten() {
-            let category = category.as_str().unwrap_or("unknown").to_string();
-            metrics::counter!("gatehouse_moderation_flags_total", "category" => category)
+        let verdict = moderation::verdict(models, item, &policy.policy);
+        metrics::counter!("gatehouse_moderation_verdicts_total", "level" => verdict.level.as_str())
+            .increment(1);
+        for category in verdict.categories {
+            metrics::counter!("gatehouse_moderation_flags_total", "category" => category.as_str())
                 .increment(1);
         }
     }
 }
 
-fn record_items(kind: JobKind, succeeded: i32, failed: i32) {
+fn record_items(kind: JobKind, applied: Applied) {
     metrics::counter!("gatehouse_worker_items_total", "kind" => kind.as_str(), "status" => "succeeded")
-        .increment(u64::try_from(succeeded).unwrap_or(0));
+        .increment(u64::try_from(applied.succeeded).unwrap_or(0));
     metrics::counter!("gatehouse_worker_items_total", "kind" => kind.as_str(), "status" => "failed")
-        .increment(u64::try_from(failed).unwrap_or(0));
+        .increment(u64::try_from(applied.failed).unwrap_or(0));
+}
+
+/// The audit actor of this process: `worker:<host>:<pid>`.
+pub fn worker_actor() -> String {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        format!("worker:{host}:{}", std::process::id())
+    })
+    .clone()
 }

@@ -1,203 +1,111 @@
-//! One item's moderation verdict in the Qwen3Guard taxonomy: every model's scores mapped onto
-//! the categories, the deterministic detectors (PII rules, the tenant's blocklist), and the
-//! tenant policy's thresholds turning scores into a level.
-//!
-//! ```json
-//! {"flagged": true, "level": "unsafe", "categories": ["violent"],
-//!  "category_levels": {"violent": "unsafe"}, "scores": {"violent": 0.93, ...},
-//!  "signals": [{"detector": "model", ...}, {"detector": "pii", ...}],
-//!  "toxicity": {"toxic": 0.1, ...}, "models": [...], "policy": {"version": 3}, "windows": 1}
-//! ```
+//! Moderation on the worker's side: every model's scores (each window kept) and the
+//! deterministic detectors' hits (PII rules, the tenant's blocklist) become the item's
+//! [`StoredModeration`]. The verdict itself — policy thresholds turning scores into levels —
+//! is `gatehouse_common::moderation::verdict`, computed from exactly what is stored, so the
+//! api renders the same result the worker counted in its metrics.
 
-use std::collections::BTreeMap;
-
-use gatehouse_common::moderation::{Category, Level, Thresholds};
-use serde::Serialize;
-use serde_json::{Map, Value, json};
+use gatehouse_common::{
+    job::result::{ChunkModel, ModelRef, RuleHit, StoredModeration},
+    moderation,
+};
 
 use crate::{batcher::TextScores, detect, model::ModelInfo, policy::CompiledPolicy};
 
-/// A model named the way results name it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ModelRef {
-    pub name: String,
-    pub sha256: String,
-    #[serde(rename = "ref")]
-    pub reference: String,
-}
-
-impl From<&ModelInfo> for ModelRef {
-    fn from(info: &ModelInfo) -> Self {
-        Self {
-            name: info.name.clone(),
-            sha256: info.content_hash.clone(),
-            reference: info.reference(),
-        }
+/// A model as a chunk's results name it.
+pub fn chunk_model(info: &ModelInfo) -> ChunkModel {
+    ChunkModel {
+        model: ModelRef::new(&info.name, &info.content_hash),
+        labels: info.labels.clone(),
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ModerationResult {
-    pub flagged: bool,
-    pub level: Level,
-    /// Enabled categories at `controversial` or worse, in taxonomy order.
-    pub categories: Vec<Category>,
-    pub category_levels: BTreeMap<Category, Level>,
-    /// Every category's score in [0, 1] (1.0 where a rule matched).
-    pub scores: BTreeMap<Category, f64>,
-    /// Which detectors fired.
-    pub signals: Vec<Value>,
-    /// The English toxicity model's own labels, when it ran.
-    #[serde(skip_serializing_if = "Map::is_empty")]
-    pub toxicity: Map<String, Value>,
-    pub models: Vec<ModelRef>,
-    pub policy: Value,
-    /// Model windows the text needed (long texts are split; the worst window counts).
-    pub windows: usize,
+/// The detectors' hits on `text` under `policy` (blocklist terms by their index).
+pub fn rule_hits(text: &str, policy: &CompiledPolicy) -> Vec<RuleHit> {
+    let offset = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut hits: Vec<RuleHit> = detect::find_pii(text)
+        .into_iter()
+        .map(|hit| RuleHit::Pii {
+            rule: hit.kind.as_str().to_string(),
+            start: offset(hit.start),
+            end: offset(hit.end),
+        })
+        .collect();
+    hits.extend(
+        policy
+            .blocklist
+            .find(text)
+            .into_iter()
+            .map(|hit| RuleHit::Blocklist {
+                term: offset(hit.term),
+                start: offset(hit.start),
+                end: offset(hit.end),
+            }),
+    );
+    hits
 }
 
-/// Six decimals: plenty for thresholds, and no f32 noise digits in the JSON.
-fn round(p: f32) -> f64 {
-    (f64::from(p) * 1e6).round() / 1e6
+/// What is stored for one item: each model's per-window scores (in `models` order) and the
+/// rule hits.
+pub fn stored(per_model: &[&TextScores], rules: Vec<RuleHit>) -> StoredModeration {
+    StoredModeration {
+        scores: per_model.iter().map(|s| s.per_window.clone()).collect(),
+        rules,
+    }
 }
 
-/// The verdict for `text` from each model's scores (in `models` order) and the policy.
-pub fn verdict(
-    text: &str,
-    models: &[(&ModelInfo, &TextScores)],
+/// The verdict level and flagged categories of a stored item, for the worker's metrics.
+pub fn judge(
+    models: &[ChunkModel],
+    item: &StoredModeration,
     policy: &CompiledPolicy,
-) -> ModerationResult {
-    let rules = &policy.policy;
-    let mut scores: BTreeMap<Category, f32> = Category::ALL.iter().map(|c| (*c, 0.0)).collect();
-    let mut floors: BTreeMap<Category, Level> = BTreeMap::new();
-    let mut signals = Vec::new();
-    let mut toxicity = Map::new();
-    let mut windows = 1;
-
-    for (info, out) in models {
-        windows = windows.max(out.windows);
-        for (label, p) in info.labels.iter().zip(&out.scores) {
-            let direct = label.parse::<Category>().ok();
-            let category = direct.or_else(|| Category::from_toxicity_label(label));
-            if direct.is_none() {
-                toxicity.insert(label.clone(), json!(round(*p)));
-            }
-            let Some(category) = category else { continue };
-            let slot = scores.entry(category).or_insert(0.0);
-            *slot = slot.max(*p);
-            if rules.thresholds(category).level(*p) > Level::Safe {
-                signals.push(json!({
-                    "detector": "model",
-                    "model": info.reference(),
-                    "label": label,
-                    "category": category,
-                    "score": round(*p),
-                }));
-            }
-        }
-    }
-
-    let model_scores = scores.clone();
-    for hit in detect::find_pii(text) {
-        raise(
-            &mut scores,
-            &mut floors,
-            Category::Pii,
-            rules.pii_rule_level,
-            rules.thresholds(Category::Pii),
-        );
-        signals.push(json!({
-            "detector": "pii",
-            "rule": hit.kind.as_str(),
-            "category": Category::Pii,
-            "level": rules.pii_rule_level,
-            "start": hit.start,
-            "end": hit.end,
-        }));
-    }
-    for hit in policy.blocklist.find(text) {
-        let Some(term) = rules.blocklist.get(hit.term) else {
-            continue;
-        };
-        raise(
-            &mut scores,
-            &mut floors,
-            term.category,
-            term.level,
-            rules.thresholds(term.category),
-        );
-        signals.push(json!({
-            "detector": "blocklist",
-            "term": term.term,
-            "category": term.category,
-            "level": term.level,
-            "start": hit.start,
-            "end": hit.end,
-        }));
-    }
-
-    let mut level = Level::Safe;
-    let mut categories = Vec::new();
-    let mut category_levels = BTreeMap::new();
-    for category in Category::ALL {
-        if !rules.is_enabled(category) {
-            continue;
-        }
-        // The models' score through the thresholds, raised to any rule's level.
-        let by_models = rules.thresholds(category).level(model_scores[&category]);
-        let by_rules = floors.get(&category).copied().unwrap_or(Level::Safe);
-        let category_level = by_models.max(by_rules);
-        if category_level > Level::Safe {
-            categories.push(category);
-            category_levels.insert(category, category_level);
-            level = level.max(category_level);
-        }
-    }
-
-    ModerationResult {
-        flagged: level != Level::Safe,
-        level,
-        categories,
-        category_levels,
-        scores: scores.into_iter().map(|(c, p)| (c, round(p))).collect(),
-        signals,
-        toxicity,
-        models: models
-            .iter()
-            .map(|(info, _)| ModelRef::from(*info))
-            .collect(),
-        policy: json!({ "version": rules.version }),
-        windows,
-    }
-}
-
-/// A rule match: the category is at least `level`, and its score at least what that level
-/// means (1.0 for `unsafe`; the controversial threshold for `controversial`).
-fn raise(
-    scores: &mut BTreeMap<Category, f32>,
-    floors: &mut BTreeMap<Category, Level>,
-    category: Category,
-    level: Level,
-    thresholds: Thresholds,
-) {
-    let floor_score = match level {
-        Level::Safe => return,
-        Level::Controversial => thresholds.controversial,
-        Level::Unsafe => 1.0,
-    };
-    let score = scores.entry(category).or_insert(0.0);
-    *score = score.max(floor_score);
-    let floor = floors.entry(category).or_insert(level);
-    *floor = (*floor).max(level);
+) -> moderation::Level {
+    moderation::verdict(models, item, &policy.policy).level
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gatehouse_common::moderation::{BlockTerm, Policy, PolicyChange, PolicyLimits};
+    use gatehouse_common::moderation::{BlockTerm, Category, Level, Policy};
 
-    fn guard() -> ModelInfo {
-        ModelInfo {
+    fn compiled(policy: Policy) -> CompiledPolicy {
+        let blocklist = crate::detect::Blocklist::new(&policy.blocklist).expect("blocklist");
+        CompiledPolicy { policy, blocklist }
+    }
+
+    #[test]
+    fn rules_are_found_in_original_offsets_and_stored_beside_the_scores() {
+        let policy = compiled(Policy {
+            blocklist: vec![BlockTerm {
+                term: "SECRET".into(),
+                category: Category::Jailbreak,
+                level: Level::Controversial,
+            }],
+            ..Policy::default()
+        });
+        let hits = rule_hits("call 13812345678, say ｓｅｃｒｅｔ", &policy);
+        assert_eq!(
+            hits,
+            vec![
+                RuleHit::Pii {
+                    rule: "cn_mobile".into(),
+                    start: 5,
+                    end: 16
+                },
+                RuleHit::Blocklist {
+                    term: 0,
+                    start: 22,
+                    end: 28
+                },
+            ]
+        );
+        let scores = TextScores {
+            scores: vec![0.1; 9],
+            windows: 2,
+            per_window: vec![vec![0.1; 9], vec![0.0; 9]],
+        };
+        let item = stored(&[&scores], hits);
+        assert_eq!(item.scores, vec![vec![vec![0.1; 9], vec![0.0; 9]]]);
+        let guard = ModelInfo {
             name: "guard".into(),
             content_hash: "abcdef0123456789".into(),
             labels: Category::ALL
@@ -205,139 +113,7 @@ mod tests {
                 .map(|c| c.as_str().to_string())
                 .collect(),
             threshold: 0.5,
-        }
-    }
-
-    fn toxic() -> ModelInfo {
-        ModelInfo {
-            name: "toxic".into(),
-            content_hash: "0123456789abcdef".into(),
-            labels: [
-                "toxic",
-                "severe_toxic",
-                "obscene",
-                "threat",
-                "insult",
-                "identity_hate",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-            threshold: 0.5,
-        }
-    }
-
-    fn compiled(policy: Policy) -> CompiledPolicy {
-        let blocklist = crate::detect::Blocklist::new(&policy.blocklist).expect("blocklist");
-        CompiledPolicy { policy, blocklist }
-    }
-
-    fn scores(values: &[f32]) -> TextScores {
-        TextScores {
-            scores: values.to_vec(),
-            windows: 1,
-        }
-    }
-
-    #[test]
-    fn ordinary_text_is_safe_and_names_models_and_policy() {
-        let (g, t) = (guard(), toxic());
-        let (gs, ts) = (scores(&[0.01; 9]), scores(&[0.02; 6]));
-        let r = verdict(
-            "hello there",
-            &[(&g, &gs), (&t, &ts)],
-            &compiled(Policy::default()),
-        );
-        assert!(!r.flagged);
-        assert_eq!(r.level, Level::Safe);
-        assert!(r.categories.is_empty() && r.signals.is_empty());
-        assert_eq!(r.scores.len(), 9);
-        assert_eq!(r.toxicity.len(), 6);
-        assert_eq!(r.models[0].reference, "guard@abcdef012345");
-        assert_eq!(r.policy, json!({"version": 0}));
-    }
-
-    #[test]
-    fn thresholds_decide_levels_and_toxicity_labels_map_onto_categories() {
-        let (g, t) = (guard(), toxic());
-        let mut gv = [0.0; 9];
-        gv[0] = 0.6; // violent: controversial
-        let gs = scores(&gv);
-        let ts = scores(&[0.9, 0.1, 0.1, 0.1, 0.95, 0.0]); // toxic + insult → unethical_acts
-        let r = verdict("x", &[(&g, &gs), (&t, &ts)], &compiled(Policy::default()));
-        assert_eq!(r.level, Level::Unsafe);
-        assert_eq!(r.categories, [Category::Violent, Category::UnethicalActs]);
-        assert_eq!(r.category_levels[&Category::Violent], Level::Controversial);
-        assert_eq!(r.category_levels[&Category::UnethicalActs], Level::Unsafe);
-        assert_eq!(r.scores[&Category::UnethicalActs], 0.95);
-        assert!(r.signals.iter().any(|s| s["label"] == "insult"));
-    }
-
-    #[test]
-    fn policy_can_disable_categories_and_move_thresholds() {
-        let g = guard();
-        let mut gv = [0.0; 9];
-        gv[0] = 0.6;
-        gv[8] = 0.6;
-        let gs = scores(&gv);
-        let limits = PolicyLimits {
-            max_blocklist_terms: 10,
-            max_term_chars: 10,
         };
-        let change: PolicyChange = serde_json::from_value(json!({
-            "enabled_categories": ["violent"],
-            "thresholds": {"violent": {"controversial": 0.3, "unsafe": 0.55}}
-        }))
-        .expect("change");
-        let mut policy = change.apply(&Policy::default(), limits).expect("valid");
-        policy.version = 4;
-        let r = verdict("x", &[(&g, &gs)], &compiled(policy));
-        assert_eq!(r.categories, [Category::Violent]);
-        assert_eq!(r.level, Level::Unsafe);
-        // Jailbreak scored but disabled.
-        assert_eq!(r.scores[&Category::Jailbreak], 0.6);
-        assert_eq!(r.policy, json!({"version": 4}));
-    }
-
-    #[test]
-    fn rules_fire_beside_the_models() {
-        let g = guard();
-        let gs = scores(&[0.0; 9]);
-        let policy = Policy {
-            blocklist: vec![BlockTerm {
-                term: "SECRET".into(),
-                category: Category::Jailbreak,
-                level: Level::Controversial,
-            }],
-            ..Policy::default()
-        };
-        let r = verdict(
-            "call 13812345678, say ｓｅｃｒｅｔ",
-            &[(&g, &gs)],
-            &compiled(policy),
-        );
-        assert_eq!(r.level, Level::Unsafe);
-        assert_eq!(r.category_levels[&Category::Pii], Level::Unsafe);
-        assert_eq!(
-            r.category_levels[&Category::Jailbreak],
-            Level::Controversial
-        );
-        assert_eq!(r.scores[&Category::Pii], 1.0);
-        let pii = r
-            .signals
-            .iter()
-            .find(|s| s["detector"] == "pii")
-            .expect("pii");
-        assert_eq!(pii["rule"], "cn_mobile");
-        assert_eq!(
-            (pii["start"].as_u64(), pii["end"].as_u64()),
-            (Some(5), Some(16))
-        );
-        let block = r
-            .signals
-            .iter()
-            .find(|s| s["detector"] == "blocklist")
-            .expect("block");
-        assert_eq!(block["term"], "SECRET");
+        assert_eq!(judge(&[chunk_model(&guard)], &item, &policy), Level::Unsafe);
     }
 }

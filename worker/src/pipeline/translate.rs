@@ -1,55 +1,42 @@
-//! A translate result: `{"text", "source_lang", "target_lang", "model", "segments"}`.
+//! A translate result ([`TranslationResult`]: `text`, `source_lang`, `target_lang`, `model`,
+//! `segments`).
 //!
 //! Each item is split into sentences (the layout between them kept byte for byte), the
 //! sentences are translated in batches by the pair's model, and the document is reassembled.
 //! `auto` detects the source language per item. Segments the model knows nothing of (emoji,
 //! symbols, numbers) pass through unchanged.
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use gatehouse_common::job::{
+    options::{Lang, TranslateOptions},
+    result::{ItemError, Segment, StoredOutcome, TranslationResult},
+};
 
 use super::segment::{self, Piece};
-use crate::{store::ItemOutcome, translator::TranslatorHandle};
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct TranslateOptions {
-    pub source_lang: String,
-    pub target_lang: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Segment<'a> {
-    source: &'a str,
-    text: String,
-}
+use crate::translator::TranslatorHandle;
 
 /// `zh` or `en` for a text: whatlang's guess, with any CJK ideograph meaning Chinese when it
 /// has none.
-pub fn detect(text: &str) -> &'static str {
+pub fn detect(text: &str) -> Lang {
     match whatlang::detect(text).map(|info| info.lang()) {
-        Some(whatlang::Lang::Cmn) => "zh",
-        Some(whatlang::Lang::Eng) => "en",
-        _ if text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)) => "zh",
-        _ => "en",
+        Some(whatlang::Lang::Cmn) => Lang::Zh,
+        Some(whatlang::Lang::Eng) => Lang::En,
+        _ if text.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c)) => Lang::Zh,
+        _ => Lang::En,
     }
 }
 
-fn failed(code: &str, message: String) -> ItemOutcome {
-    ItemOutcome::Failed(json!({ "code": code, "message": message }))
+fn failed(code: &str, message: String) -> StoredOutcome {
+    StoredOutcome::Failed(ItemError::new(code, message))
 }
 
 /// An item's plan: its language pair and its pieces.
 struct Plan<'a> {
-    source: &'static str,
+    source: Lang,
     pieces: Vec<Piece<'a>>,
 }
 
 fn plan<'a>(options: &TranslateOptions, text: &'a str) -> Plan<'a> {
-    let source = match options.source_lang.as_str() {
-        "zh" => "zh",
-        "en" => "en",
-        _ => detect(text),
-    };
+    let source = options.source_lang.fixed().unwrap_or_else(|| detect(text));
     Plan {
         source,
         pieces: segment::split(text),
@@ -70,19 +57,23 @@ pub async fn items(
     handle: &TranslatorHandle,
     options: &TranslateOptions,
     texts: &[&str],
-) -> Vec<ItemOutcome> {
-    let target = options.target_lang.as_str();
+) -> Vec<StoredOutcome> {
+    let target = options.target_lang;
     let plans: Vec<Plan<'_>> = texts.iter().map(|t| plan(options, t)).collect();
-    let mut outcomes: Vec<Option<ItemOutcome>> = (0..texts.len()).map(|_| None).collect();
+    let mut outcomes: Vec<Option<StoredOutcome>> = (0..texts.len()).map(|_| None).collect();
     let mut by_pair: Vec<(usize, Vec<usize>)> = Vec::new();
     for (i, p) in plans.iter().enumerate() {
         if p.source == target {
-            outcomes[i] = Some(ItemOutcome::Succeeded(json!({
-                "text": texts[i], "source_lang": p.source, "target_lang": target, "model": null, "segments": [],
-            })));
+            outcomes[i] = Some(StoredOutcome::Translated(TranslationResult {
+                text: texts[i].to_string(),
+                source_lang: p.source,
+                target_lang: target,
+                model: None,
+                segments: Vec::new(),
+            }));
             continue;
         }
-        match handle.pair(p.source, target) {
+        match handle.pair(p.source.as_str(), target.as_str()) {
             Some((pair, _)) => match by_pair.iter_mut().find(|(k, _)| *k == pair) {
                 Some((_, members)) => members.push(i),
                 None => by_pair.push((pair, vec![i])),
@@ -128,14 +119,14 @@ pub async fn items(
 }
 
 /// Puts the translated sentences back between the original gaps.
-fn assemble(plan: &Plan<'_>, target: &str, model: &str, translated: Vec<String>) -> ItemOutcome {
+fn assemble(plan: &Plan<'_>, target: Lang, model: &str, translated: Vec<String>) -> StoredOutcome {
     let mut next = translated.into_iter();
     let mut out = String::new();
     let mut segments = Vec::new();
     let mut after_text = false;
     for piece in &plan.pieces {
         // Chinese sentences follow each other without spaces; English ones need one.
-        if after_text && piece.is_text() && target == "en" {
+        if after_text && piece.is_text() && target == Lang::En {
             out.push(' ');
         }
         after_text = piece.is_text();
@@ -144,7 +135,7 @@ fn assemble(plan: &Plan<'_>, target: &str, model: &str, translated: Vec<String>)
             Piece::Text(t) if segment::is_passthrough(t) => {
                 out.push_str(t);
                 segments.push(Segment {
-                    source: t,
+                    source: t.to_string(),
                     text: t.to_string(),
                 });
             }
@@ -152,29 +143,29 @@ fn assemble(plan: &Plan<'_>, target: &str, model: &str, translated: Vec<String>)
                 let translation = next.next().unwrap_or_else(|| t.to_string());
                 out.push_str(&translation);
                 segments.push(Segment {
-                    source: t,
+                    source: t.to_string(),
                     text: translation,
                 });
             }
         }
     }
-    ItemOutcome::Succeeded(json!({
-        "text": out,
-        "source_lang": plan.source,
-        "target_lang": target,
-        "model": model,
-        "segments": segments,
-    }))
+    StoredOutcome::Translated(TranslationResult {
+        text: out,
+        source_lang: plan.source,
+        target_lang: target,
+        model: Some(model.to_string()),
+        segments,
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::detect;
+    use super::{Lang, detect};
 
     #[test]
     fn languages_are_detected() {
-        assert_eq!(detect("我不知道这是什么意思。"), "zh");
-        assert_eq!(detect("I do not know what this means."), "en");
-        assert_eq!(detect("你好"), "zh");
+        assert_eq!(detect("我不知道这是什么意思。"), Lang::Zh);
+        assert_eq!(detect("I do not know what this means."), Lang::En);
+        assert_eq!(detect("你好"), Lang::Zh);
     }
 }
