@@ -115,22 +115,22 @@ impl<'a> Record<'a> {
 
 /// Writes `record` in the caller's transaction (its tenant scope must allow the row).
 pub async fn insert(conn: &mut PgConnection, record: Record<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         r"
         INSERT INTO audit_events
             (tenant_id, actor, action, outcome, client_ip, job_id, chunk_index, details)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
         ON CONFLICT DO NOTHING
         ",
+        record.tenant.map(|t| t.0),
+        record.actor,
+        record.action.as_str(),
+        record.outcome,
+        record.client_ip.map(ipnet_from),
+        record.job_id.map(|j| j.0),
+        record.chunk_index,
+        record.details,
     )
-    .bind(record.tenant)
-    .bind(record.actor)
-    .bind(record.action.as_str())
-    .bind(record.outcome)
-    .bind(record.client_ip.map(ipnet_from))
-    .bind(record.job_id)
-    .bind(record.chunk_index)
-    .bind(record.details)
     .execute(conn)
     .await?;
     Ok(())

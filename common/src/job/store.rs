@@ -135,8 +135,9 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, sqlx::E
         .idempotency_key
         .map(|_| request_hash(new.options, new.items));
     let mut tx = db::begin(pool, Scope::Tenant(new.tenant_id)).await?;
-    let row: Option<JobRow> = sqlx::query_as(&format!(
-        r"
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"
         INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by,
                           options, policy_version, request_sha256)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
@@ -144,57 +145,66 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, sqlx::E
                 $9)
         ON CONFLICT (tenant_id, created_by, idempotency_key) WHERE idempotency_key IS NOT NULL
         DO NOTHING
-        RETURNING {JOB_COLUMNS}
-        "
-    ))
-    .bind(job_id)
-    .bind(new.tenant_id)
-    .bind(new.key_id)
-    .bind(kind.as_str())
-    .bind(total)
-    .bind(new.idempotency_key)
-    .bind(new.actor)
-    .bind(new.options.to_json())
-    .bind(&request_sha256)
+        RETURNING job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
+                  created_at, completed_at
+        "#,
+        job_id.0,
+        new.tenant_id.0,
+        new.key_id.map(|k| k.0),
+        kind.as_str(),
+        total,
+        new.idempotency_key,
+        new.actor,
+        new.options.to_json(),
+        request_sha256.as_deref(),
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(row) = row else {
-        #[derive(sqlx::FromRow)]
-        struct Replay {
-            #[sqlx(flatten)]
-            job: JobRow,
-            request_sha256: Option<Vec<u8>>,
-        }
-        let replay: Replay = sqlx::query_as(&format!(
-            "SELECT {JOB_COLUMNS}, request_sha256 FROM jobs
-             WHERE tenant_id = $1 AND created_by = $2 AND idempotency_key = $3"
-        ))
-        .bind(new.tenant_id)
-        .bind(new.actor)
-        .bind(new.idempotency_key.unwrap_or_default())
+        let replay = sqlx::query!(
+            r#"
+            SELECT job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
+                   created_at, completed_at, request_sha256
+            FROM jobs WHERE tenant_id = $1 AND created_by = $2 AND idempotency_key = $3
+            "#,
+            new.tenant_id.0,
+            new.actor,
+            new.idempotency_key.unwrap_or_default(),
+        )
         .fetch_one(&mut *tx)
         .await?;
+        let job = JobRow {
+            job_id: replay.job_id,
+            kind: replay.kind,
+            status: replay.status,
+            shared: replay.shared,
+            total: replay.total,
+            succeeded: replay.succeeded,
+            failed: replay.failed,
+            created_at: replay.created_at,
+            completed_at: replay.completed_at,
+        };
         tx.commit().await?;
         if replay.request_sha256 != request_sha256 {
-            return Ok(Submitted::KeyReused(replay.job.job_id));
+            return Ok(Submitted::KeyReused(job.job_id));
         }
-        return Ok(Submitted::Replayed(replay.job.try_into()?));
+        return Ok(Submitted::Replayed(job.try_into()?));
     };
 
     let indexes: Vec<i32> = (0..total).collect();
     let custom_ids: Vec<Option<&str>> = new.items.iter().map(|i| i.custom_id.as_deref()).collect();
     let texts: Vec<&str> = new.items.iter().map(|i| i.text.as_str()).collect();
-    sqlx::query(
+    sqlx::query!(
         r"
         INSERT INTO job_items (job_id, tenant_id, item_index, custom_id, input)
         SELECT $1, $2, * FROM UNNEST($3::int4[], $4::text[], $5::text[])
         ",
+        job_id.0,
+        new.tenant_id.0,
+        &indexes,
+        &custom_ids as _,
+        &texts as _,
     )
-    .bind(job_id)
-    .bind(new.tenant_id)
-    .bind(&indexes)
-    .bind(&custom_ids)
-    .bind(&texts)
     .execute(&mut *tx)
     .await?;
 
@@ -225,24 +235,26 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, sqlx::E
         ends.push(end);
         start = end;
     }
-    sqlx::query(
+    sqlx::query!(
         r"
         INSERT INTO job_chunks (job_id, tenant_id, chunk_index, item_start, item_end)
         SELECT $1, $2, * FROM UNNEST($3::int4[], $4::int4[], $5::int4[])
         ",
+        job_id.0,
+        new.tenant_id.0,
+        &chunk_indexes,
+        &starts,
+        &ends,
     )
-    .bind(job_id)
-    .bind(new.tenant_id)
-    .bind(&chunk_indexes)
-    .bind(&starts)
-    .bind(&ends)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO outbox (routing_key, payload) SELECT $1, * FROM UNNEST($2::jsonb[])")
-        .bind(kind.as_str())
-        .bind(&payloads)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO outbox (routing_key, payload) SELECT $1, * FROM UNNEST($2::jsonb[])",
+        kind.as_str(),
+        &payloads,
+    )
+    .execute(&mut *tx)
+    .await?;
     crate::audit::insert(
         &mut tx,
         crate::audit::Record {
@@ -278,7 +290,6 @@ pub struct Claim {
     pub items: Vec<(i32, String)>,
 }
 
-#[derive(sqlx::FromRow)]
 struct ClaimRow {
     attempts: i32,
     last_error: Option<String>,
@@ -299,8 +310,9 @@ pub async fn claim(
     cached_policies: &[i32],
 ) -> Result<Option<Claim>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
-    let row: Option<ClaimRow> = sqlx::query_as(
-        r"
+    let row = sqlx::query_as!(
+        ClaimRow,
+        r#"
         WITH claimed AS (
             UPDATE job_chunks SET attempts = attempts + 1, last_attempt_at = now()
             WHERE job_id = $1 AND chunk_index = $2 AND status = 'pending'
@@ -309,7 +321,7 @@ pub async fn claim(
             UPDATE jobs SET status = 'running', started_at = coalesce(started_at, now())
             WHERE job_id = $1 AND status = 'queued' AND EXISTS (SELECT 1 FROM claimed)
         )
-        SELECT c.attempts, c.last_error, j.kind, j.options, j.policy_version,
+        SELECT c.attempts AS "attempts!", c.last_error, j.kind, j.options, j.policy_version,
                CASE WHEN j.policy_version = 0 OR j.policy_version = ANY($3) THEN NULL
                     ELSE (SELECT p.policy FROM moderation_policies p
                           WHERE p.tenant_id = j.tenant_id AND p.version = j.policy_version)
@@ -319,19 +331,19 @@ pub async fn claim(
                        AND i.item_index < c.item_end
                        AND NOT EXISTS (SELECT 1 FROM job_results r
                                        WHERE r.job_id = $1 AND r.item_index = i.item_index)
-                     ORDER BY i.item_index) AS indexes,
+                     ORDER BY i.item_index) AS "indexes!",
                ARRAY(SELECT i.input FROM job_items i
                      WHERE i.job_id = $1 AND i.item_index >= c.item_start
                        AND i.item_index < c.item_end
                        AND NOT EXISTS (SELECT 1 FROM job_results r
                                        WHERE r.job_id = $1 AND r.item_index = i.item_index)
-                     ORDER BY i.item_index) AS texts
+                     ORDER BY i.item_index) AS "texts!"
         FROM claimed c JOIN jobs j ON j.job_id = $1
-        ",
+        "#,
+        chunk.job_id.0,
+        chunk.chunk_index,
+        cached_policies,
     )
-    .bind(chunk.job_id)
-    .bind(chunk.chunk_index)
-    .bind(cached_policies)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -357,12 +369,14 @@ pub async fn record_error(
     error: &str,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
-    sqlx::query("UPDATE job_chunks SET last_error = $3 WHERE job_id = $1 AND chunk_index = $2")
-        .bind(chunk.job_id)
-        .bind(chunk.chunk_index)
-        .bind(error)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "UPDATE job_chunks SET last_error = $3 WHERE job_id = $1 AND chunk_index = $2",
+        chunk.job_id.0,
+        chunk.chunk_index,
+        error,
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await
 }
 
@@ -418,7 +432,6 @@ pub enum CompleteError {
     Codec(#[from] CodecError),
 }
 
-#[derive(sqlx::FromRow)]
 struct CompleteRow {
     flipped: i64,
     succeeded: i32,
@@ -458,8 +471,9 @@ pub async fn complete(
         serde_json::to_value(done.models).map_err(|e| CodecError::Encode(e.to_string()))?;
     let chunk = done.chunk;
     let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
-    let row: CompleteRow = sqlx::query_as(
-        r"
+    let row = sqlx::query_as!(
+        CompleteRow,
+        r#"
         WITH flipped AS (
             UPDATE job_chunks SET status = $3, completed_at = now(), models = $4
             WHERE job_id = $1 AND chunk_index = $2 AND status = 'pending'
@@ -498,26 +512,26 @@ pub async fn complete(
         ), notified AS (
             SELECT pg_notify($14, $1::text) FROM job WHERE job.status IN ('completed', 'failed')
         )
-        SELECT (SELECT count(*) FROM flipped) AS flipped, counts.ok AS succeeded,
-               counts.bad AS failed, (SELECT status FROM job) AS job_status
+        SELECT (SELECT count(*) FROM flipped) AS "flipped!", counts.ok AS "succeeded!",
+               counts.bad AS "failed!", (SELECT status FROM job) AS job_status
         FROM counts
         WHERE (SELECT count(*) FROM notified) >= 0
-        ",
+        "#,
+        chunk.job_id.0,
+        chunk.chunk_index,
+        done.end.status(),
+        models,
+        chunk.tenant_id.0,
+        &indexes,
+        &statuses as _,
+        &results as _,
+        &errors as _,
+        done.actor,
+        Action::JobChunkProcessed.as_str(),
+        done.end.outcome(),
+        done.audit,
+        JOB_DONE_CHANNEL,
     )
-    .bind(chunk.job_id)
-    .bind(chunk.chunk_index)
-    .bind(done.end.status())
-    .bind(models)
-    .bind(chunk.tenant_id)
-    .bind(&indexes)
-    .bind(&statuses)
-    .bind(&results)
-    .bind(&errors)
-    .bind(done.actor)
-    .bind(Action::JobChunkProcessed.as_str())
-    .bind(done.end.outcome())
-    .bind(done.audit)
-    .bind(JOB_DONE_CHANNEL)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
