@@ -12,6 +12,7 @@ mod identity_blocks;
 mod isolation;
 mod jobs;
 mod jwt;
+mod jwt_tokens;
 mod moderation;
 mod openai_interop;
 mod support;
