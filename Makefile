@@ -39,8 +39,9 @@ test: services models ## Run the whole test suite (needs Postgres and RabbitMQ)
 	bash scripts/python-env.sh >/dev/null  # the OpenAI interop test runs the pinned `openai` client
 	$(CARGO) test --workspace --all-targets
 
-lint: ## rustfmt check and clippy with warnings denied
+lint: ## rustfmt check, clippy with warnings denied, and the Dockerfile checks (deploy/check-dockerfile.sh)
 	$(CARGO) fmt --all -- --check && $(CARGO) clippy --workspace --all-targets -- -D warnings
+	bash deploy/check-dockerfile.sh
 
 clean-test-data: ## Drop leftover test databases and RabbitMQ queues/exchanges (gh_test_*)
 	@n=0; \

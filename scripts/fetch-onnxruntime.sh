@@ -15,17 +15,12 @@ set -euo pipefail
 
 ORT_VERSION="1.31.1"
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
-WHEEL_DIR="$REPO_ROOT/.cache/wheels"
-OUT_DIR="$REPO_ROOT/.cache/onnxruntime"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OUT_DIR="$CACHE_DIR/onnxruntime"
 LIB_NAME="libonnxruntime.so.$ORT_VERSION"
 LIB_PATH="$OUT_DIR/$LIB_NAME"
 MEMBER="onnxruntime/capi/$LIB_NAME"
-BASE_PY="${PYTHON:-python3}"
-
-log() { echo "[fetch-onnxruntime] $*" >&2; }
-die() { echo "[fetch-onnxruntime] ERROR: $*" >&2; exit 1; }
 
 if [[ -s "$LIB_PATH" ]]; then
     log "already present: $LIB_PATH"
@@ -33,7 +28,7 @@ if [[ -s "$LIB_PATH" ]]; then
     exit 0
 fi
 
-command -v "$BASE_PY" >/dev/null 2>&1 || die "'$BASE_PY' not found (set PYTHON=/path/to/python3)"
+use_base_python
 mkdir -p "$WHEEL_DIR" "$OUT_DIR"
 
 find_wheel() {
@@ -44,8 +39,7 @@ find_wheel() {
 wheel="$(find_wheel)"
 if [[ -z "$wheel" ]]; then
     log "downloading onnxruntime==$ORT_VERSION wheel from PyPI into $WHEEL_DIR ..."
-    "$BASE_PY" -m pip download --disable-pip-version-check --no-input -q \
-        --no-deps --only-binary=:all: --dest "$WHEEL_DIR" "onnxruntime==$ORT_VERSION" >&2 \
+    pip_download "onnxruntime==$ORT_VERSION" "$BASE_PY" \
         || die "pip download onnxruntime==$ORT_VERSION failed"
     wheel="$(find_wheel)"
     [[ -n "$wheel" ]] || die "pip reported success but no onnxruntime-$ORT_VERSION-*.whl in $WHEEL_DIR"

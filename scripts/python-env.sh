@@ -11,19 +11,14 @@
 # Env:    PYTHON=python3.11                # base interpreter (default: python3)
 set -euo pipefail
 
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
-CACHE_DIR="$REPO_ROOT/.cache"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
 VENV_DIR="$CACHE_DIR/venv"
 VENV_PY="$VENV_DIR/bin/python"
 REQS="$SCRIPT_DIR/requirements.txt"
 STAMP="$VENV_DIR/.requirements.sha256"
-BASE_PY="${PYTHON:-python3}"
 
-log() { echo "[python-env] $*" >&2; }
-die() { echo "[python-env] ERROR: $*" >&2; exit 1; }
-
-command -v "$BASE_PY" >/dev/null 2>&1 || die "'$BASE_PY' not found (set PYTHON=/path/to/python3)"
+use_base_python
 [[ -f "$REQS" ]] || die "missing $REQS"
 mkdir -p "$CACHE_DIR"
 

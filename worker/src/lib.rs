@@ -8,6 +8,7 @@ pub mod http;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+mod punctuation;
 pub mod translator;
 
 use std::sync::Arc;

@@ -11,12 +11,9 @@ use std::{
 use gatehouse_common::models::translation_pairs;
 use tokio::sync::oneshot;
 
-use crate::{
-    model::{
-        ModelError,
-        seq2seq::{DecodeOptions, Translator, manifest::Detokenize},
-    },
-    pipeline::segment,
+use crate::model::{
+    ModelError,
+    seq2seq::{DecodeOptions, Translator},
 };
 
 /// An installed pair and the model serving it.
@@ -125,7 +122,6 @@ fn run(mut translators: Vec<Translator>, rx: &mpsc::Receiver<Request>) {
 
 fn translate(translator: &mut Translator, segments: &[String]) -> Result<Vec<String>, ModelError> {
     let model = translator.manifest().name.clone();
-    let spaced = translator.manifest().detokenize == Detokenize::JoinSpaces;
     let mut out: Vec<String> = segments.to_vec();
     let mut todo: Vec<(usize, Vec<i64>)> = Vec::new();
     for (i, segment) in segments.iter().enumerate() {
@@ -147,12 +143,7 @@ fn translate(translator: &mut Translator, segments: &[String]) -> Result<Vec<Str
         metrics::counter!("gatehouse_translate_segments_total", "model" => model.clone())
             .increment(batch.len() as u64);
         for ((i, _), ids) in batch.iter().zip(generated) {
-            let text = translator.detokenize(&ids)?;
-            out[*i] = if spaced {
-                segment::detokenize_spaced(&text, true)
-            } else {
-                text
-            };
+            out[*i] = translator.output_text(&ids)?;
         }
     }
     Ok(out)

@@ -95,6 +95,11 @@ fn the_bundled_zh_en_model_matches_its_own_greedy_decode_token_for_token() {
         model.detokenize(&out[0]).expect("detokenize"),
         "i don't know ."
     );
+    // What a client gets: the join_spaces output tidied and capitalised.
+    assert_eq!(
+        model.output_text(&out[0]).expect("output text"),
+        "I don't know."
+    );
     assert!(model.reference().starts_with("cn2en-gru@"));
 }
 

@@ -4,5 +4,6 @@ pub mod audit;
 pub mod jobs;
 pub mod keys;
 pub mod moderation_policies;
+pub mod signing_keys;
 pub mod tenants;
 pub mod users;

@@ -13,6 +13,7 @@ mod isolation;
 mod job_contract;
 mod jobs;
 mod jwt;
+mod jwt_tokens;
 mod moderation;
 mod openai_interop;
 mod support;

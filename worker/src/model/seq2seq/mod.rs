@@ -4,6 +4,7 @@
 //! sentences with right padding and masks, stopping per sequence at EOS.
 
 mod decode;
+pub mod detokenize;
 pub mod manifest;
 mod step;
 
@@ -138,7 +139,19 @@ impl Translator {
             .all(|id| *id == self.manifest.tokens.eos || *id == self.manifest.tokens.pad)
     }
 
-    /// Target ids (without decoder start and EOS) to text.
+    /// Target ids (without decoder start and EOS) to the text a client gets: [`Self::detokenize`],
+    /// and for `join_spaces` models the spacing tidied and sentence starts capitalised
+    /// ([`detokenize::detokenize_spaced`]).
+    pub fn output_text(&self, ids: &[i64]) -> Result<String, ModelError> {
+        let text = self.detokenize(ids)?;
+        Ok(match self.manifest.detokenize {
+            Detokenize::JoinSpaces => detokenize::detokenize_spaced(&text, true),
+            Detokenize::Tokenizer => text,
+        })
+    }
+
+    /// Target ids (without decoder start and EOS) to text, as the model produced it (the
+    /// reference outputs compare this).
     pub fn detokenize(&self, ids: &[i64]) -> Result<String, ModelError> {
         match self.manifest.detokenize {
             Detokenize::JoinSpaces => {

@@ -1,7 +1,22 @@
 //! `gatehouse-api` commands: `serve`, `migrate`, and the bootstrap admin commands that print
-//! one JSON object on stdout so scripts can use them.
+//! one JSON object on stdout so scripts can use them. The clap types are here; `serve.rs` and
+//! `admin.rs` run them. `main.rs` only parses, sets up telemetry and dispatches.
+
+pub mod admin;
+pub mod serve;
 
 use clap::{Parser, Subcommand};
+use gatehouse_common::{config::Config, db};
+
+/// `gatehouse-api migrate`: creates the database if needed and applies the migrations, as the
+/// URL's own user (the schema owner).
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    db::ensure_database(&config.database_url).await?;
+    let pool = db::connect_owner(&config).await?;
+    db::migrate(&pool).await?;
+    eprintln!("migrations applied");
+    Ok(())
+}
 
 #[derive(Debug, Parser)]
 #[command(
