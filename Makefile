@@ -7,11 +7,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
+# Compile-time checked queries read their committed offline data (.sqlx/), never a live
+# database: `make sqlx-prepare` regenerates it, `make lint` checks it is current.
+export SQLX_OFFLINE := true
 API_BIN := target/debug/gatehouse-api
 # Name prefix of the databases, queues and exchanges the tests create.
 TEST_PREFIX ?= gh_test_
 
-.PHONY: help services models build migrate demo stop test lint clean-test-data loadtest bench-translate
+.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest bench-translate
 
 help: ## List the targets
 	@echo "Gatehouse make targets:"
@@ -39,9 +42,16 @@ test: services models ## Run the whole test suite (needs Postgres and RabbitMQ)
 	bash scripts/python-env.sh >/dev/null  # the OpenAI interop test runs the pinned `openai` client
 	$(CARGO) test --workspace --all-targets
 
-lint: ## rustfmt check, clippy with warnings denied, and the Dockerfile checks (deploy/check-dockerfile.sh)
+lint: ## rustfmt check, clippy with warnings denied, the Dockerfile checks, and .sqlx/ current
 	$(CARGO) fmt --all -- --check && $(CARGO) clippy --workspace --all-targets -- -D warnings
 	bash deploy/check-dockerfile.sh
+	$(MAKE) --no-print-directory sqlx-check
+
+sqlx-prepare: services ## Regenerate .sqlx/ (offline data of the compile-time checked queries)
+	bash scripts/sqlx-prepare.sh
+
+sqlx-check: services ## Fail if .sqlx/ is stale against the migrations
+	bash scripts/sqlx-prepare.sh --check
 
 clean-test-data: ## Drop leftover test databases and RabbitMQ queues/exchanges (gh_test_*)
 	@n=0; \
