@@ -1092,8 +1092,10 @@ def main() -> int:
     if not key:
         print("moderation.py: no API key: pass --key or set GATEHOUSE_KEY", file=sys.stderr)
         return 2
-    if args.items > 50_000 * args.jobs:
-        print(f"moderation.py: {args.items} items in {args.jobs} job(s) exceeds 50,000 items/job; raise --jobs",
+    max_items = env_positive("GATEHOUSE_MAX_ITEMS_PER_JOB", 100_000)
+    if args.items > max_items * args.jobs:
+        print(f"moderation.py: {args.items} items in {args.jobs} job(s) exceeds {max_items:,} items/job "
+              "(GATEHOUSE_MAX_ITEMS_PER_JOB); raise --jobs",
               file=sys.stderr)
         return 2
     if args.jobs > args.items:
