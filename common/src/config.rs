@@ -208,7 +208,7 @@ impl Config {
             translation_models: env.list("GATEHOUSE_TRANSLATION_MODELS")?,
             limits: Limits {
                 max_body_bytes: env.positive("GATEHOUSE_MAX_BODY_BYTES", 16 * 1024 * 1024)?,
-                max_items_per_job: env.positive("GATEHOUSE_MAX_ITEMS_PER_JOB", 50_000)?,
+                max_items_per_job: env.positive("GATEHOUSE_MAX_ITEMS_PER_JOB", 100_000)?,
                 max_text_chars: env.positive("GATEHOUSE_MAX_TEXT_CHARS", 20_000)?,
                 max_custom_id_chars: env.positive("GATEHOUSE_MAX_CUSTOM_ID_CHARS", 256)?,
                 max_moderation_inputs: env.positive("GATEHOUSE_MAX_MODERATION_INPUTS", 1000)?,

@@ -84,26 +84,20 @@ pub enum Scope {
     Platform,
 }
 
-/// Begins a transaction limited to `scope`.
+/// Begins a transaction limited to `scope`, in one round trip: `BEGIN` and the scope's
+/// setting travel as one simple query (the tenant id is a formatted UUID, never client text).
 pub async fn begin(
     pool: &PgPool,
     scope: Scope,
 ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    match scope {
-        Scope::Tenant(tenant) => {
-            sqlx::query("SELECT set_config('gatehouse.tenant_id', $1, true)")
-                .bind(tenant.0.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        Scope::Platform => {
-            sqlx::query("SELECT set_config('gatehouse.platform', 'on', true)")
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    Ok(tx)
+    let statement = match scope {
+        Scope::Tenant(tenant) => format!(
+            "BEGIN; SELECT set_config('gatehouse.tenant_id', '{}', true)",
+            tenant.0.hyphenated()
+        ),
+        Scope::Platform => "BEGIN; SELECT set_config('gatehouse.platform', 'on', true)".into(),
+    };
+    pool.begin_with(statement).await
 }
 
 /// Creates the database named in the URL when it does not exist yet.
