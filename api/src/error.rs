@@ -59,6 +59,13 @@ pub enum ApiError {
         /// Extension members of the problem body (which limit, its value, ...).
         extra: Map<String, Value>,
     },
+    #[error("{detail}")]
+    Overloaded {
+        code: &'static str,
+        detail: String,
+        retry_after_secs: u64,
+        extra: Map<String, Value>,
+    },
     #[error("service unavailable: {0}")]
     Unavailable(&'static str),
     #[error("database error")]
@@ -127,7 +134,9 @@ impl ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Database(e) if client_data_error(e).is_some() => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -140,7 +149,8 @@ impl ApiError {
             ApiError::BadRequest { code, .. }
             | ApiError::Unprocessable { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::TooManyRequests { code, .. } => code,
+            | ApiError::TooManyRequests { code, .. }
+            | ApiError::Overloaded { code, .. } => code,
             ApiError::Forbidden { .. } => "forbidden",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
@@ -238,7 +248,9 @@ impl IntoResponse for ApiError {
             _ => None,
         };
         let extra = match &self {
-            ApiError::TooManyRequests { extra, .. } => extra.clone(),
+            ApiError::TooManyRequests { extra, .. } | ApiError::Overloaded { extra, .. } => {
+                extra.clone()
+            }
             _ => Map::new(),
         };
         let mut response = problem_response(status, self.code(), detail, field, extra);
@@ -255,6 +267,9 @@ impl IntoResponse for ApiError {
                 );
             }
             ApiError::TooManyRequests {
+                retry_after_secs, ..
+            }
+            | ApiError::Overloaded {
                 retry_after_secs, ..
             } => {
                 if let Ok(value) = HeaderValue::from_str(&retry_after_secs.max(&1).to_string()) {

@@ -2,7 +2,10 @@
 //! stores them durably with their outbox messages, and serves status and results.
 
 pub mod auth;
+pub mod background;
+pub mod capacity;
 pub mod cli;
+pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod identity;

@@ -29,6 +29,12 @@ pub struct AppState {
     pub translation_pairs: Arc<Vec<gatehouse_common::models::TranslationPair>>,
     /// Wakes requests waiting for a job (sync endpoints).
     pub waiter: crate::waiter::JobWaiter,
+    /// The time (quota days, resets); tests move it.
+    pub clock: gatehouse_common::clock::Clock,
+    /// Places for sync requests waiting on their job (`GATEHOUSE_MAX_SYNC_WAITERS`).
+    pub sync_waiters: Arc<tokio::sync::Semaphore>,
+    /// Wakes the dispatcher (a bulk job was accepted).
+    pub dispatch_notify: Arc<Notify>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +66,12 @@ impl AppState {
             &config.models_dir,
             &config.translation_models,
         );
-        let waiter = crate::waiter::JobWaiter::start(config.database_url.clone());
+        let dispatch_notify = Arc::new(Notify::new());
+        let waiter =
+            crate::waiter::JobWaiter::start(config.database_url.clone(), dispatch_notify.clone());
+        let sync_waiters = Arc::new(tokio::sync::Semaphore::new(
+            config.capacity.max_sync_waiters,
+        ));
         Ok(Self {
             pool,
             config: Arc::new(config),
@@ -72,6 +83,9 @@ impl AppState {
             trusted_proxies: Arc::new(trusted_proxies),
             translation_pairs: Arc::new(translation_pairs),
             waiter,
+            clock: gatehouse_common::clock::Clock::system(),
+            sync_waiters,
+            dispatch_notify,
         })
     }
 }

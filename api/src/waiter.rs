@@ -4,8 +4,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use gatehouse_common::db::JOB_DONE_CHANNEL;
+use gatehouse_common::db::{CHUNK_DONE_CHANNEL, JOB_DONE_CHANNEL};
 use sqlx::postgres::PgListener;
+use tokio::sync::Notify;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -16,7 +17,8 @@ pub struct JobWaiter {
 
 impl JobWaiter {
     /// Starts listening on `database_url`; the listener stops once every waiter is dropped.
-    pub fn start(database_url: String) -> Self {
+    /// Finished chunks wake `chunk_done` (the dispatcher).
+    pub fn start(database_url: String, chunk_done: Arc<Notify>) -> Self {
         let (tx, _) = broadcast::channel(1024);
         let tx = Arc::new(tx);
         let weak = Arc::downgrade(&tx);
@@ -26,7 +28,7 @@ impl JobWaiter {
                 if weak.strong_count() == 0 {
                     return;
                 }
-                match listen(&database_url, &weak).await {
+                match listen(&database_url, &weak, &chunk_done).await {
                     Ok(()) => return,
                     Err(error) => {
                         tracing::warn!(%error, "job notifications listener failed; reconnecting");
@@ -48,11 +50,18 @@ impl JobWaiter {
 async fn listen(
     url: &str,
     tx: &std::sync::Weak<broadcast::Sender<Uuid>>,
+    chunk_done: &Notify,
 ) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect(url).await?;
-    listener.listen(JOB_DONE_CHANNEL).await?;
+    listener
+        .listen_all([JOB_DONE_CHANNEL, CHUNK_DONE_CHANNEL])
+        .await?;
     loop {
         let notification = listener.recv().await?;
+        if notification.channel() == CHUNK_DONE_CHANNEL {
+            chunk_done.notify_one();
+            continue;
+        }
         let Some(tx) = tx.upgrade() else {
             return Ok(());
         };

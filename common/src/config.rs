@@ -52,6 +52,38 @@ pub struct Limits {
     pub max_ip_allowlist_entries: usize,
 }
 
+/// Capacity between tenants: quota defaults, backlog bounds, sync admission.
+#[derive(Debug, Clone, Copy)]
+pub struct CapacityConfig {
+    /// `GATEHOUSE_DEFAULT_DAILY_ITEMS`: a tenant's daily items unless set (empty: unlimited).
+    pub default_daily_items: Option<i64>,
+    /// `GATEHOUSE_DEFAULT_DAILY_CHARACTERS`: daily characters unless set (empty: unlimited).
+    pub default_daily_characters: Option<i64>,
+    /// `GATEHOUSE_DEFAULT_REQUESTS_PER_MINUTE`: per tenant unless set (empty: unlimited).
+    pub default_requests_per_minute: Option<i64>,
+    /// `GATEHOUSE_DEFAULT_ITEMS_PER_MINUTE`: per tenant unless set (empty: unlimited).
+    pub default_items_per_minute: Option<i64>,
+    /// `GATEHOUSE_TENANT_MAX_BACKLOG_ITEMS`: one tenant's bulk items not yet processed.
+    pub tenant_max_backlog_items: Option<i64>,
+    /// `GATEHOUSE_MAX_BACKLOG_ITEMS`: all tenants' bulk items not yet processed.
+    pub max_backlog_items: Option<i64>,
+    /// `GATEHOUSE_BACKLOG_RETRY_AFTER_SECS`: `Retry-After` when a backlog bound refuses.
+    pub backlog_retry_after_secs: u64,
+    /// `GATEHOUSE_MAX_SYNC_WAITERS`: sync requests one api replica waits on at once.
+    pub max_sync_waiters: usize,
+    /// `GATEHOUSE_TENANT_MAX_IN_FLIGHT_CHUNKS`: bulk chunks of one tenant (weight 1) released to
+    /// the workers and not yet done.
+    pub tenant_max_in_flight_chunks: i64,
+    /// `GATEHOUSE_MAX_IN_FLIGHT_CHUNKS`: bulk chunks of all tenants released and not yet done.
+    pub max_in_flight_chunks: i64,
+    /// `GATEHOUSE_DISPATCH_POLL_MS`: how often the dispatcher looks for chunks to release (it is
+    /// also woken by submissions and finished chunks).
+    pub dispatch_poll: Duration,
+    /// `GATEHOUSE_RELEASE_TIMEOUT_SECS`: a released chunk never claimed this long is released
+    /// again (its message was lost).
+    pub release_timeout: Duration,
+}
+
 /// What one HTTP connection may cost an api replica (`api/src/server.rs`).
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
@@ -126,6 +158,7 @@ pub struct Config {
     pub translation_models: Vec<String>,
     pub limits: Limits,
     pub server: ServerLimits,
+    pub capacity: CapacityConfig,
     /// `GATEHOUSE_CHUNK_ITEMS`: items per queue message.
     pub chunk_items: usize,
     /// `GATEHOUSE_SYNC_WAIT_MS`: how long the sync endpoints wait before answering 202.
@@ -133,6 +166,8 @@ pub struct Config {
     pub outbox_poll: Duration,
     pub outbox_batch: i64,
     pub worker_prefetch: u16,
+    /// `GATEHOUSE_WORKER_SYNC_PREFETCH`: unacked sync-lane messages a worker holds at once.
+    pub worker_sync_prefetch: u16,
     pub batch_max_items: usize,
     /// `GATEHOUSE_BATCH_MAX_TOKENS`: most tokens (padded length × rows) in one model batch.
     pub batch_max_tokens: usize,
@@ -230,11 +265,34 @@ impl Config {
                 max_connections: env.positive("GATEHOUSE_MAX_CONNECTIONS", 1024)?,
                 max_header_bytes: env.positive("GATEHOUSE_MAX_HEADER_BYTES", 32 * 1024)?,
             },
+            capacity: CapacityConfig {
+                default_daily_items: env.optional("GATEHOUSE_DEFAULT_DAILY_ITEMS")?,
+                default_daily_characters: env.optional("GATEHOUSE_DEFAULT_DAILY_CHARACTERS")?,
+                default_requests_per_minute: env
+                    .optional("GATEHOUSE_DEFAULT_REQUESTS_PER_MINUTE")?,
+                default_items_per_minute: env.optional("GATEHOUSE_DEFAULT_ITEMS_PER_MINUTE")?,
+                tenant_max_backlog_items: Some(
+                    env.positive("GATEHOUSE_TENANT_MAX_BACKLOG_ITEMS", 1_000_000)?,
+                ),
+                max_backlog_items: Some(env.positive("GATEHOUSE_MAX_BACKLOG_ITEMS", 5_000_000)?),
+                backlog_retry_after_secs: env.positive("GATEHOUSE_BACKLOG_RETRY_AFTER_SECS", 30)?,
+                max_sync_waiters: env.positive("GATEHOUSE_MAX_SYNC_WAITERS", 256)?,
+                tenant_max_in_flight_chunks: env
+                    .positive("GATEHOUSE_TENANT_MAX_IN_FLIGHT_CHUNKS", 4)?,
+                max_in_flight_chunks: env.positive("GATEHOUSE_MAX_IN_FLIGHT_CHUNKS", 32)?,
+                dispatch_poll: Duration::from_millis(
+                    env.positive("GATEHOUSE_DISPATCH_POLL_MS", 250)?,
+                ),
+                release_timeout: Duration::from_secs(
+                    env.positive("GATEHOUSE_RELEASE_TIMEOUT_SECS", 600)?,
+                ),
+            },
             chunk_items: env.positive("GATEHOUSE_CHUNK_ITEMS", 100)?,
             sync_wait: Duration::from_millis(env.get("GATEHOUSE_SYNC_WAIT_MS", 10_000)?),
             outbox_poll: Duration::from_millis(env.positive("GATEHOUSE_OUTBOX_POLL_MS", 1000)?),
             outbox_batch: env.positive("GATEHOUSE_OUTBOX_BATCH", 200)?,
             worker_prefetch: env.positive("GATEHOUSE_WORKER_PREFETCH", 8)?,
+            worker_sync_prefetch: env.positive("GATEHOUSE_WORKER_SYNC_PREFETCH", 16)?,
             batch_max_items: env.positive("GATEHOUSE_BATCH_MAX_ITEMS", 64)?,
             batch_max_tokens: env.positive("GATEHOUSE_BATCH_MAX_TOKENS", 8192)?,
             batch_max_wait: Duration::from_millis(env.get("GATEHOUSE_BATCH_MAX_WAIT_MS", 5)?),
@@ -364,6 +422,23 @@ impl Env<'_> {
             .filter(|s| !s.is_empty())
             .map(String::from)
             .collect())
+    }
+
+    /// An optional non-negative number: unset or empty is `None` (unlimited).
+    fn optional(&self, var: &'static str) -> Result<Option<i64>, ConfigError> {
+        match (self.0)(var).map(|v| v.trim().to_string()) {
+            None => Ok(None),
+            Some(raw) if raw.is_empty() => Ok(None),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(Some(n)),
+                _ => Err(ConfigError {
+                    var,
+                    message: format!(
+                        "`{raw}`: expected a non-negative integer, or empty for unlimited"
+                    ),
+                }),
+            },
+        }
     }
 
     fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>

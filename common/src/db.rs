@@ -75,6 +75,10 @@ pub async fn connect_owner(cfg: &Config) -> Result<PgPool, DbSetupError> {
 /// `NOTIFY` channel on which workers announce finished jobs (payload: the job's uuid).
 pub const JOB_DONE_CHANNEL: &str = "gatehouse_job_done";
 
+/// `NOTIFY` channel on which workers announce each finished chunk: the dispatcher releases the
+/// next ones at once instead of at its next poll.
+pub const CHUNK_DONE_CHANNEL: &str = "gatehouse_chunk_done";
+
 /// Whose rows a transaction may touch (row-level security).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {

@@ -2,6 +2,7 @@
 //! access, telemetry and shutdown. No axum and no ort in here.
 
 pub mod audit;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod job;

@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 use futures_util::StreamExt;
 use gatehouse_common::{
     config::Config,
+    job::Lane,
     queue::{self, Publisher, QueueError, QueueMessage, Topology},
     types::JobKind,
 };
@@ -75,26 +76,43 @@ impl Consumer {
         if self.pipeline.translation.is_some() {
             kinds.push(JobKind::Translate);
         }
+        // The sync lane has a channel (and prefetch) of its own: its messages are delivered at
+        // once, however many bulk chunks this worker already holds.
+        let sync_channel = conn
+            .create_channel()
+            .await
+            .map_err(amqp("open sync consumer channel"))?;
+        sync_channel
+            .basic_qos(self.config.worker_sync_prefetch, BasicQosOptions::default())
+            .await
+            .map_err(amqp("set sync prefetch"))?;
         let mut tags = Vec::new();
         let mut streams = Vec::new();
         for kind in kinds {
-            let tag = format!(
-                "gatehouse-worker-{}-{}",
-                kind.as_str(),
-                uuid::Uuid::now_v7().simple()
-            );
-            let consumer = channel
-                .basic_consume(
-                    self.topology.work_queue(kind).into(),
-                    tag.clone().into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(amqp("consume"))?;
-            tracing::info!(queue = %self.topology.work_queue(kind), prefetch = self.config.worker_prefetch, "consuming");
-            tags.push(tag);
-            streams.push(consumer);
+            for (lane, channel, prefetch) in [
+                (Lane::Bulk, &channel, self.config.worker_prefetch),
+                (Lane::Sync, &sync_channel, self.config.worker_sync_prefetch),
+            ] {
+                let queue = self.topology.lane_queue(kind, lane);
+                let tag = format!(
+                    "gatehouse-worker-{}-{}-{}",
+                    kind.as_str(),
+                    lane.as_str(),
+                    uuid::Uuid::now_v7().simple()
+                );
+                let consumer = channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        tag.clone().into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(amqp("consume"))?;
+                tracing::info!(%queue, prefetch, "consuming");
+                tags.push((channel.clone(), tag));
+                streams.push(consumer);
+            }
         }
         let mut deliveries = futures_util::stream::select_all(streams);
 
@@ -124,7 +142,7 @@ impl Consumer {
             in_flight = in_flight.len(),
             "stopping intake; finishing in-flight chunks"
         );
-        for tag in tags {
+        for (channel, tag) in tags {
             let _ = channel
                 .basic_cancel(tag.into(), BasicCancelOptions::default())
                 .await;
@@ -140,6 +158,7 @@ impl Consumer {
             in_flight.abort_all();
         }
         let _ = channel.close(200, "shutdown".into()).await;
+        let _ = sync_channel.close(200, "shutdown".into()).await;
         let _ = conn.close(200, "shutdown".into()).await;
         Ok(())
     }
@@ -191,7 +210,7 @@ impl Consumer {
                 let retried = publisher
                     .publish(
                         &self.topology.retry_exchange(),
-                        message.routing_key(),
+                        &message.routing_key(),
                         &delivery.data,
                         FieldTable::default(),
                     )

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use gatehouse_common::{config::Config, db, shutdown, telemetry};
 
-use crate::{AppState, relay::Relay};
+use crate::AppState;
 
 /// Serves on `GATEHOUSE_API_LISTEN` (connecting as the application role) until SIGTERM/SIGINT,
 /// then lets in-flight requests finish and stops the relay.
@@ -14,7 +14,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     db::check_migrated(&pool).await?;
     let listen = config.api_listen;
     let state = AppState::new(pool, config, metrics).await?;
-    let relay = tokio::spawn(Relay::new(&state).run(shutdown.clone()));
+    let relay = crate::background::spawn(&state, shutdown.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on GATEHOUSE_API_LISTEN={listen}"))?;

@@ -15,6 +15,7 @@ use serde::Deserialize;
 use super::{Page, PageQuery};
 use crate::{
     auth::Principal,
+    capacity,
     error::ApiError,
     extract::{ApiJson, ApiQuery},
     policy,
@@ -22,6 +23,7 @@ use crate::{
     store::jobs,
 };
 use gatehouse_common::job::{
+    Lane,
     options::{JobOptions, TranslateOptions},
     store::{self, NewItem, NewJob, Submitted},
 };
@@ -43,6 +45,9 @@ pub struct CreateJob {
     pub items: Option<Vec<ItemIn>>,
     #[serde(default)]
     pub options: Option<serde_json::Value>,
+    /// Validate and price the job without storing anything.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// A job kind's options from the request, checked (for translation) against the installed
@@ -137,7 +142,11 @@ async fn create(
     let idempotency_key = idempotency_key(&headers)?;
     let items = validate_items(&state, body.items.unwrap_or_default())?;
     let count = items.len();
+    if body.dry_run {
+        return dry_run(&state, tenant_id, kind, &items).await;
+    }
     let actor = principal.actor();
+    let admission = capacity::admission(&state.config.capacity);
     let submitted = store::submit(
         &state.pool,
         NewJob {
@@ -149,13 +158,17 @@ async fn create(
             idempotency_key,
             items: &items,
             chunk_items: state.config.chunk_items,
+            lane: Lane::Bulk,
+            now: state.clock.now(),
+            admission: &admission,
         },
     )
-    .await?;
+    .await
+    .map_err(|e| capacity::submit_error(&state, e))?;
     match submitted {
         Submitted::Created(job) => {
             let job = jobs::Job::from(job);
-            state.outbox_notify.notify_one();
+            state.dispatch_notify.notify_one();
             metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str())
                 .increment(1);
             metrics::counter!("gatehouse_api_items_submitted_total", "kind" => kind.as_str())
@@ -183,6 +196,34 @@ async fn create(
             Ok(response)
         }
     }
+}
+
+/// `dry_run: true`: the submission validated, what it would cost and which quotas it would use
+/// — nothing stored, nothing reserved.
+async fn dry_run(
+    state: &AppState,
+    tenant: gatehouse_common::types::TenantId,
+    kind: JobKind,
+    items: &[NewItem],
+) -> Result<Response, ApiError> {
+    let cost = store::submit_cost(items);
+    let defaults = capacity::admission(&state.config.capacity).quota_defaults;
+    let (quotas, fits) =
+        store::quote(&state.pool, tenant, kind, cost, state.clock.now(), defaults).await?;
+    let applies: Vec<_> = quotas
+        .into_iter()
+        .filter(|q| q.quota.kind.is_none_or(|k| k == kind))
+        .collect();
+    let refused = fits.err().map(|e| e.state.quota.name);
+    Ok(Json(serde_json::json!({
+        "dry_run": true,
+        "kind": kind,
+        "cost": cost,
+        "quotas": applies,
+        "would_be_accepted": refused.is_none(),
+        "exceeds": refused,
+    }))
+    .into_response())
 }
 
 /// The `Idempotency-Key` header, if present and well-formed.

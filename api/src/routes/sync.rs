@@ -9,6 +9,7 @@ use axum::{
 };
 use gatehouse_common::{
     job::{
+        Lane,
         options::JobOptions,
         result::{ItemError, ItemResult},
         store::{self, NewItem, NewJob, Submitted},
@@ -18,6 +19,7 @@ use gatehouse_common::{
 
 use crate::{
     auth::Principal,
+    capacity,
     error::ApiError,
     state::AppState,
     store::jobs::{self, Job, ResultsReader, Visibility},
@@ -42,9 +44,12 @@ pub async fn submit_and_wait(
 ) -> Result<Waited, ApiError> {
     let tenant = principal.tenant()?;
     let kind = options.kind();
+    // Admission control: a bounded number of waiters per replica, the rest 503 at once.
+    let _place = capacity::admit_sync(state)?;
     // Subscribe before the job exists, so its notification cannot be missed.
     let mut done = state.waiter.subscribe();
     let actor = principal.actor();
+    let admission = capacity::admission(&state.config.capacity);
     let submitted = store::submit(
         &state.pool,
         NewJob {
@@ -56,9 +61,13 @@ pub async fn submit_and_wait(
             idempotency_key: None,
             items: &items,
             chunk_items: state.config.chunk_items,
+            lane: Lane::Sync,
+            now: state.clock.now(),
+            admission: &admission,
         },
     )
-    .await?;
+    .await
+    .map_err(|e| capacity::submit_error(state, e))?;
     let Submitted::Created(job) = submitted else {
         return Err(ApiError::Internal("unexpected idempotent replay".into()));
     };

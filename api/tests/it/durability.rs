@@ -102,10 +102,7 @@ async fn a_worker_killed_mid_job_leaves_every_item_processed_exactly_once() {
         .await
         .expect("amqp");
     let publisher = Publisher::new(&conn).await.expect("publisher");
-    let payloads: Vec<serde_json::Value> = sqlx::query_scalar("SELECT payload FROM outbox")
-        .fetch_all(&h.env.pool)
-        .await
-        .expect("outbox");
+    let payloads = h.chunk_messages().await;
     for payload in &payloads {
         publisher
             .publish(
@@ -137,9 +134,12 @@ async fn a_graceful_stop_mid_job_finishes_in_flight_chunks_and_loses_nothing() {
     let n = 2000;
     let (h, id, first) = mid_job(n).await;
     first.stop().await;
-    // Whatever was taken was finished; everything else is back on the queue, untouched.
+    // Whatever was taken was finished; everything else released is back on the queue,
+    // untouched (the rest was never released: the dispatcher holds it back).
     let pending = h
-        .scalar("SELECT count(*) FROM job_chunks WHERE status = 'pending'")
+        .scalar(
+            "SELECT count(*) FROM job_chunks WHERE status = 'pending' AND released_at IS NOT NULL",
+        )
         .await;
     assert!(pending > 0, "the stop did not land mid-job");
     assert_eq!(
@@ -148,7 +148,13 @@ async fn a_graceful_stop_mid_job_finishes_in_flight_chunks_and_loses_nothing() {
         0
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while i64::from(h.queue_depth(&work_queue(&h)).await) != pending {
+    // (The dispatcher may still top the released chunks up to the tenant's bound.)
+    while i64::from(h.queue_depth(&work_queue(&h)).await)
+        != h.scalar(
+            "SELECT count(*) FROM job_chunks WHERE status = 'pending' AND released_at IS NOT NULL",
+        )
+        .await
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "unfinished chunks were not requeued"
@@ -167,26 +173,26 @@ async fn a_graceful_stop_mid_job_finishes_in_flight_chunks_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_relay_publishes_what_a_crash_between_commit_and_publish_left_behind() {
-    // No relay: the api commits the job and its outbox rows, then "crashes" before publishing.
+async fn the_dispatcher_releases_what_a_crash_between_commit_and_publish_left_behind() {
+    // No background tasks: the api commits the job, then "crashes" before releasing it.
     let mut h = Harness::new(&[("GATEHOUSE_CHUNK_ITEMS", "50")], false).await;
     let worker = h.start_worker().await;
     let id = h.submit(&texts(120)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(h.job(&id).await["status"], "queued");
     assert_eq!(
-        h.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        h.scalar("SELECT count(*) FROM job_chunks WHERE released_at IS NULL")
             .await,
         3
     );
     assert_eq!(h.queue_depth(&work_queue(&h)).await, 0);
 
-    // A restarted api (its relay) finds the rows and publishes them.
+    // A restarted api (its dispatcher) finds the chunks and releases them.
     h.start_relay();
     h.wait_done(&id, Duration::from_secs(60)).await;
     assert_exactly_once(&h, &id, 120, 3).await;
     assert_eq!(
-        h.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        h.scalar("SELECT count(*) FROM job_chunks WHERE released_at IS NULL")
             .await,
         0
     );
@@ -195,99 +201,69 @@ async fn the_relay_publishes_what_a_crash_between_commit_and_publish_left_behind
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transient_failure_is_retried_through_the_delay_queue_until_it_succeeds() {
-    let h = Harness::new(&[("GATEHOUSE_MAX_ATTEMPTS", "50")], true).await;
-    // Make the commit of any chunk fail (the audit insert violates a new constraint).
-    sqlx::query(
-        "ALTER TABLE audit_events ADD CONSTRAINT outage CHECK (action <> 'job.chunk.processed') NOT VALID",
+async fn the_relay_publishes_sync_messages_a_crash_left_behind() {
+    // A sync-lane job committed with its outbox rows, then the api "crashed" before publishing.
+    let mut h = Harness::new(&[("GATEHOUSE_CHUNK_ITEMS", "50")], false).await;
+    let worker = h.start_worker().await;
+    let tenant = h.tenant_id().await;
+    let items: Vec<_> = texts(120)
+        .into_iter()
+        .map(|text| gatehouse_common::job::store::NewItem {
+            custom_id: None,
+            text,
+        })
+        .collect();
+    let options = gatehouse_common::job::options::JobOptions::Moderate(Default::default());
+    let submitted = gatehouse_common::job::store::submit(
+        &h.env.app_pool,
+        gatehouse_common::job::store::NewJob {
+            tenant_id: tenant,
+            key_id: None,
+            actor: "test",
+            client_ip: None,
+            options: &options,
+            idempotency_key: None,
+            items: &items,
+            chunk_items: 50,
+            lane: gatehouse_common::job::Lane::Sync,
+            now: chrono::Utc::now(),
+            admission: &Default::default(),
+        },
     )
-    .execute(&h.env.pool)
     .await
-    .expect("inject fault");
-    let worker = h.start_worker().await;
-    let id = h.submit(&texts(3)).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while h.scalar("SELECT max(attempts)::int8 FROM job_chunks").await < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the chunk was not retried"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let last_error: String = sqlx::query_scalar("SELECT last_error FROM job_chunks")
-        .fetch_one(&h.env.pool)
-        .await
-        .expect("last error");
-    assert!(last_error.contains("outage"), "{last_error}");
-    // Nothing was half-written by the failed attempts.
-    assert_eq!(h.job(&id).await["counts"]["succeeded"], 0);
-    assert_eq!(h.scalar("SELECT count(*) FROM job_results").await, 0);
-
-    // The outage ends; the next retry succeeds.
-    sqlx::query("ALTER TABLE audit_events DROP CONSTRAINT outage")
-        .execute(&h.env.pool)
-        .await
-        .expect("end fault");
-    h.wait_done(&id, Duration::from_secs(30)).await;
-    assert_exactly_once(&h, &id, 3, 1).await;
-    worker.stop().await;
-    h.teardown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn poison_messages_are_dead_lettered_and_their_items_failed_with_a_reason() {
-    let mut h = Harness::new(&[("GATEHOUSE_MAX_ATTEMPTS", "2")], false).await;
-    let worker = h.start_worker().await;
-    let id = h.submit(&texts(5)).await;
-    // Two earlier deliveries crashed the workers that took them.
-    sqlx::query("UPDATE job_chunks SET attempts = 2, last_error = 'worker crashed (simulated)'")
-        .execute(&h.env.pool)
-        .await
-        .expect("simulate crashes");
-    h.start_relay();
-    let job = h.wait_done(&id, Duration::from_secs(60)).await;
-    assert_eq!(job["status"], "failed");
+    .expect("submit");
+    let gatehouse_common::job::store::Submitted::Created(job) = submitted else {
+        panic!("not created")
+    };
     assert_eq!(
-        job["counts"],
-        json!({"total": 5, "succeeded": 0, "failed": 5})
+        h.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
+        3
     );
-    for line in h.results(&id).await {
-        assert_eq!(line["status"], "failed");
-        assert!(line["result"].is_null());
-        assert_eq!(line["error"]["code"], "attempts_exhausted");
-        let message = line["error"]["message"].as_str().expect("message");
-        assert!(
-            message.contains("2 attempts") && message.contains("simulated"),
-            "{message}"
-        );
-    }
-
-    // A message nobody can read goes to the dead-letter queue too.
-    let conn = queue::connect(&h.env.config.amqp_url, "test")
+    h.start_relay();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while h
+        .scalar(&format!(
+            "SELECT count(*) FROM jobs WHERE job_id = '{}' AND status = 'completed'",
+            job.id.0
+        ))
         .await
-        .expect("amqp");
-    let publisher = Publisher::new(&conn).await.expect("publisher");
-    publisher
-        .publish(
-            &h.topology().jobs_exchange(),
-            "moderate",
-            b"{not json",
-            FieldTable::default(),
-        )
-        .await
-        .expect("publish garbage");
-    let _ = conn.close(200, "bye".into()).await;
-
-    let dead = h.topology().dead_queue();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while h.queue_depth(&dead).await < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "dead-letter queue did not fill"
-        );
+        == 0
+    {
+        assert!(tokio::time::Instant::now() < deadline, "sync job not done");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(h.queue_depth(&dead).await, 2);
+    assert_eq!(h.scalar("SELECT count(*) FROM job_results").await, 120);
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM job_chunks WHERE status = 'done'")
+            .await,
+        3
+    );
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .await,
+        0
+    );
     worker.stop().await;
     h.teardown().await;
 }

@@ -16,11 +16,7 @@ use serde_json::json;
 use crate::support::Harness;
 
 async fn first_chunk(h: &Harness) -> ChunkMessage {
-    let payload: serde_json::Value =
-        sqlx::query_scalar("SELECT payload FROM outbox ORDER BY outbox_id LIMIT 1")
-            .fetch_one(&h.env.pool)
-            .await
-            .expect("outbox");
+    let payload = h.chunk_messages().await.remove(0);
     let QueueMessage::ChunkV1(chunk) = serde_json::from_value(payload).expect("message");
     chunk
 }

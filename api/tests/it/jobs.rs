@@ -129,7 +129,7 @@ async fn an_idempotency_key_replays_the_same_job() {
     }
     assert_eq!(ids[0], ids[1]);
     assert_eq!(h.scalar("SELECT count(*) FROM jobs").await, 1);
-    assert_eq!(h.scalar("SELECT count(*) FROM outbox").await, 1);
+    assert_eq!(h.scalar("SELECT count(*) FROM job_chunks").await, 1);
     h.teardown().await;
 }
 

@@ -7,7 +7,7 @@ use axum::{
     body::Body,
     http::{HeaderMap, Method, Request, StatusCode},
 };
-use gatehouse_api::{AppState, app, relay::Relay, store};
+use gatehouse_api::{AppState, app, store};
 use gatehouse_common::{
     queue::{self, Topology},
     telemetry,
@@ -84,7 +84,7 @@ impl Harness {
 
     pub fn start_relay(&mut self) {
         let token = CancellationToken::new();
-        let task = tokio::spawn(Relay::new(&self.state).run(token.clone()));
+        let task = gatehouse_api::background::spawn(&self.state, token.clone());
         self.relay = Some((token, task));
     }
 
@@ -374,5 +374,32 @@ impl Harness {
                 .await
                 .expect("acme");
         TenantId(id)
+    }
+}
+
+impl Harness {
+    /// Every chunk of every job as its queue message (bulk lane), as the dispatcher sends them.
+    pub async fn chunk_messages(&self) -> Vec<Value> {
+        let rows: Vec<(uuid::Uuid, uuid::Uuid, i32, i32, i32, String)> = sqlx::query_as(
+            "SELECT c.job_id, c.tenant_id, c.chunk_index, c.item_start, c.item_end, j.kind
+             FROM job_chunks c JOIN jobs j USING (job_id) ORDER BY c.job_id, c.chunk_index",
+        )
+        .fetch_all(&self.env.pool)
+        .await
+        .expect("chunks");
+        rows.into_iter()
+            .map(|(job, tenant, index, start, end, kind)| {
+                serde_json::json!({
+                    "type": "chunk.v1",
+                    "job_id": gatehouse_common::types::JobId(job),
+                    "tenant_id": TenantId(tenant),
+                    "kind": kind,
+                    "chunk_index": index,
+                    "item_start": start,
+                    "item_end": end,
+                    "lane": "bulk",
+                })
+            })
+            .collect()
     }
 }

@@ -4,6 +4,7 @@
 //! nothing else writes jobs, items, chunks or results.
 
 pub mod options;
+pub mod quota;
 pub mod result;
 pub mod store;
 
@@ -51,4 +52,26 @@ pub enum ChunkStatus {
     Pending,
     Done,
     Dead,
+}
+
+/// Which lane a job travels in: `sync` (the synchronous endpoints: published at once to the
+/// priority queues, never behind bulk work) or `bulk` (released to the workers fairly across
+/// tenants by the dispatcher).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lane {
+    Sync,
+    #[default]
+    Bulk,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 2] = [Lane::Sync, Lane::Bulk];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Sync => "sync",
+            Lane::Bulk => "bulk",
+        }
+    }
 }

@@ -6,7 +6,7 @@ mod message;
 mod topology;
 
 pub use broker::{Broker, Publisher, connect};
-pub use message::{ChunkMessage, QueueMessage};
+pub use message::{ChunkMessage, QueueMessage, routing_key};
 pub use topology::Topology;
 
 #[derive(Debug, thiserror::Error)]

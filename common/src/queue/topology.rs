@@ -16,7 +16,7 @@ use lapin::{
 };
 
 use super::QueueError;
-use crate::types::JobKind;
+use crate::{job::Lane, types::JobKind};
 
 #[derive(Debug, Clone)]
 pub struct Topology {
@@ -39,9 +39,14 @@ impl Topology {
         format!("{}.jobs", self.prefix)
     }
 
-    /// The work queue of one job kind: `<prefix>.moderate`.
+    /// The bulk work queue of one job kind: `<prefix>.moderate`.
     pub fn work_queue(&self, kind: JobKind) -> String {
         format!("{}.{}", self.prefix, kind.as_str())
+    }
+
+    /// The work queue of one kind and lane: `<prefix>.moderate` or `<prefix>.moderate.sync`.
+    pub fn lane_queue(&self, kind: JobKind, lane: Lane) -> String {
+        format!("{}.{}", self.prefix, super::routing_key(kind, lane))
     }
 
     /// Fanout exchange in front of the retry queue; messages keep their routing key (the
@@ -86,15 +91,17 @@ impl Topology {
         .await?;
 
         for kind in JobKind::ALL {
-            let args = dead_letter_to(self.dead_exchange());
-            bound_queue(
-                channel,
-                &self.work_queue(kind),
-                args,
-                &self.jobs_exchange(),
-                kind.as_str(),
-            )
-            .await?;
+            for lane in Lane::ALL {
+                let args = dead_letter_to(self.dead_exchange());
+                bound_queue(
+                    channel,
+                    &self.lane_queue(kind, lane),
+                    args,
+                    &self.jobs_exchange(),
+                    &super::routing_key(kind, lane),
+                )
+                .await?;
+            }
         }
 
         let mut retry_args = dead_letter_to(self.jobs_exchange());
@@ -115,7 +122,10 @@ impl Topology {
 
     /// Deletes everything this topology declared (tests and teardown).
     pub async fn delete(&self, channel: &Channel) -> Result<(), QueueError> {
-        let mut queues: Vec<String> = JobKind::ALL.iter().map(|k| self.work_queue(*k)).collect();
+        let mut queues: Vec<String> = JobKind::ALL
+            .iter()
+            .flat_map(|k| Lane::ALL.map(|l| self.lane_queue(*k, l)))
+            .collect();
         queues.push(self.retry_queue());
         queues.push(self.dead_queue());
         for queue in queues {
@@ -182,6 +192,10 @@ mod tests {
         let t = Topology::new("t123");
         assert_eq!(t.jobs_exchange(), "t123.jobs");
         assert_eq!(t.work_queue(JobKind::Moderate), "t123.moderate");
+        assert_eq!(
+            t.lane_queue(JobKind::Moderate, Lane::Sync),
+            "t123.moderate.sync"
+        );
         assert_eq!(t.retry_queue(), "t123.retry");
         assert_eq!(t.dead_queue(), "t123.dead");
     }
