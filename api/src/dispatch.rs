@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{relay::RelayError, state::AppState};
 
 /// `pg_try_advisory_xact_lock` key of the dispatcher ("gh-disp").
-const DISPATCH_LOCK: i64 = 0x6768_2d64_6973_70;
+const DISPATCH_LOCK: i64 = 0x0067_682d_6469_7370;
 
 pub struct Dispatcher {
     pool: PgPool,
