@@ -168,6 +168,9 @@ pub struct Config {
     pub worker_prefetch: u16,
     /// `GATEHOUSE_WORKER_SYNC_PREFETCH`: unacked sync-lane messages a worker holds at once.
     pub worker_sync_prefetch: u16,
+    /// `GATEHOUSE_SYNC_LANE_SESSIONS`: a second session of each moderation model for the sync
+    /// lane (bulk batches then never delay a sync request).
+    pub sync_lane_sessions: bool,
     pub batch_max_items: usize,
     /// `GATEHOUSE_BATCH_MAX_TOKENS`: most tokens (padded length × rows) in one model batch.
     pub batch_max_tokens: usize,
@@ -293,6 +296,7 @@ impl Config {
             outbox_batch: env.positive("GATEHOUSE_OUTBOX_BATCH", 200)?,
             worker_prefetch: env.positive("GATEHOUSE_WORKER_PREFETCH", 8)?,
             worker_sync_prefetch: env.positive("GATEHOUSE_WORKER_SYNC_PREFETCH", 16)?,
+            sync_lane_sessions: env.get("GATEHOUSE_SYNC_LANE_SESSIONS", true)?,
             batch_max_items: env.positive("GATEHOUSE_BATCH_MAX_ITEMS", 64)?,
             batch_max_tokens: env.positive("GATEHOUSE_BATCH_MAX_TOKENS", 8192)?,
             batch_max_wait: Duration::from_millis(env.get("GATEHOUSE_BATCH_MAX_WAIT_MS", 5)?),

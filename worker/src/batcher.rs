@@ -7,11 +7,16 @@
 //! scores are the worst (highest) per label over its windows.
 
 use std::{
-    sync::{Arc, mpsc},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+        mpsc,
+    },
     thread,
     time::{Duration, Instant},
 };
 
+use gatehouse_common::job::Lane;
 use tokio::sync::oneshot;
 
 use crate::model::{Classifier, ModelError, ModelInfo, TextEncoder, worst};
@@ -43,13 +48,21 @@ struct Request {
     reply: oneshot::Sender<Result<Vec<Scores>, ModelError>>,
 }
 
-/// Cheap to clone; dropping every handle stops the model thread.
+/// Cheap to clone; dropping every handle stops the model thread(s).
 #[derive(Clone)]
 pub struct ModelHandle {
     tx: mpsc::Sender<Request>,
+    /// The sync lane's own thread and session, when the worker has one.
+    sync_tx: Option<mpsc::Sender<Request>>,
+    /// Sync requests being scored: the bulk thread holds back its next batch while any are.
+    sync_busy: Arc<AtomicUsize>,
     info: Arc<ModelInfo>,
     encoder: Arc<dyn Encode>,
 }
+
+/// How long the bulk thread holds back one batch for sync requests at most (so a stream of
+/// sync requests slows bulk work but never stops it).
+const MAX_YIELD: Duration = Duration::from_millis(500);
 
 /// One text's scores (the worst window's, per label), how many windows it took, and each
 /// window's own scores (what results store and explanations show).
@@ -61,9 +74,13 @@ pub struct TextScores {
 }
 
 impl ModelHandle {
-    /// Moves `model` onto its own thread; `encoder` tokenizes on the callers' side.
+    /// Moves `model` onto its own thread; `encoder` tokenizes on the callers' side. With
+    /// `sync_model` (a second session of the same model), sync-lane requests get a thread of
+    /// their own, and the bulk thread yields to them between batches: a sync request waits
+    /// behind no queued bulk batch.
     pub fn spawn(
         mut model: Box<dyn Classifier>,
+        sync_model: Option<Box<dyn Classifier>>,
         encoder: Arc<dyn Encode>,
         limits: BatchLimits,
     ) -> std::io::Result<Self> {
@@ -74,10 +91,32 @@ impl ModelHandle {
             max_tokens: limits.max_tokens.max(1),
             max_wait: limits.max_wait,
         };
+        let sync_busy = Arc::new(AtomicUsize::new(0));
+        let gate = sync_model.is_some().then(|| sync_busy.clone());
         thread::Builder::new()
             .name(format!("model-{}", info.name))
-            .spawn(move || run(model.as_mut(), &rx, limits))?;
-        Ok(Self { tx, info, encoder })
+            .spawn(move || run(model.as_mut(), &rx, limits, gate.as_deref()))?;
+        let sync_tx = match sync_model {
+            Some(mut sync_model) => {
+                let (stx, srx) = mpsc::channel::<Request>();
+                let sync_limits = BatchLimits {
+                    max_wait: Duration::ZERO,
+                    ..limits
+                };
+                thread::Builder::new()
+                    .name(format!("model-{}-sync", info.name))
+                    .spawn(move || run(sync_model.as_mut(), &srx, sync_limits, None))?;
+                Some(stx)
+            }
+            None => None,
+        };
+        Ok(Self {
+            tx,
+            sync_tx,
+            sync_busy,
+            info,
+            encoder,
+        })
     }
 
     pub fn info(&self) -> &ModelInfo {
@@ -87,6 +126,16 @@ impl ModelHandle {
     /// Scores for `texts`, in order. Tokenizes on a blocking thread, then waits for the
     /// model thread.
     pub async fn classify(&self, texts: Vec<String>) -> Result<Vec<TextScores>, ModelError> {
+        self.classify_in(texts, Lane::Bulk).await
+    }
+
+    /// [`classify`](Self::classify) in a lane: sync-lane texts go to the sync thread when there
+    /// is one.
+    pub async fn classify_in(
+        &self,
+        texts: Vec<String>,
+        lane: Lane,
+    ) -> Result<Vec<TextScores>, ModelError> {
         let encoder = self.encoder.clone();
         let encoded = tokio::task::spawn_blocking(move || {
             texts
@@ -99,10 +148,23 @@ impl ModelHandle {
         let counts: Vec<usize> = encoded.iter().map(Vec::len).collect();
         let windows: Vec<Vec<i64>> = encoded.into_iter().flatten().collect();
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request { windows, reply })
-            .map_err(|_| ModelError::Stopped)?;
-        let scores = rx.await.map_err(|_| ModelError::Stopped)??;
+        let scores = match (&self.sync_tx, lane) {
+            (Some(sync_tx), Lane::Sync) => {
+                let busy = BusyGuard::new(&self.sync_busy);
+                sync_tx
+                    .send(Request { windows, reply })
+                    .map_err(|_| ModelError::Stopped)?;
+                let scores = rx.await.map_err(|_| ModelError::Stopped)??;
+                drop(busy);
+                scores
+            }
+            _ => {
+                self.tx
+                    .send(Request { windows, reply })
+                    .map_err(|_| ModelError::Stopped)?;
+                rx.await.map_err(|_| ModelError::Stopped)??
+            }
+        };
         let mut rest = scores.into_iter();
         Ok(counts
             .into_iter()
@@ -121,7 +183,38 @@ impl ModelHandle {
 /// How many batches' worth of already-queued windows one round sorts together.
 const DRAIN_FACTOR: usize = 8;
 
-fn run(model: &mut dyn Classifier, rx: &mpsc::Receiver<Request>, limits: BatchLimits) {
+/// Counts a sync request as busy until dropped (also when its future is cancelled).
+struct BusyGuard<'a>(&'a AtomicUsize);
+
+impl<'a> BusyGuard<'a> {
+    fn new(busy: &'a AtomicUsize) -> Self {
+        busy.fetch_add(1, Ordering::SeqCst);
+        Self(busy)
+    }
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The bulk thread, before each batch: hold back while sync requests are being scored (at
+/// most [`MAX_YIELD`]).
+fn yield_to_sync(gate: Option<&AtomicUsize>) {
+    let Some(busy) = gate else { return };
+    let started = Instant::now();
+    while busy.load(Ordering::SeqCst) > 0 && started.elapsed() < MAX_YIELD {
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn run(
+    model: &mut dyn Classifier,
+    rx: &mpsc::Receiver<Request>,
+    limits: BatchLimits,
+    gate: Option<&AtomicUsize>,
+) {
     while let Ok(first) = rx.recv() {
         let mut queued = first.windows.len();
         let mut requests = vec![first];
@@ -149,7 +242,7 @@ fn run(model: &mut dyn Classifier, rx: &mpsc::Receiver<Request>, limits: BatchLi
             queued += req.windows.len();
             requests.push(req);
         }
-        process(model, requests, limits);
+        process(model, requests, limits, gate);
     }
 }
 
@@ -178,7 +271,12 @@ pub fn plan_batches(lengths: &[usize], limits: BatchLimits) -> Vec<std::ops::Ran
 
 /// Runs the queued windows sorted by length in token-budgeted batches; if a batch fails,
 /// its requests are retried one by one so a bad request cannot fail its neighbours.
-fn process(model: &mut dyn Classifier, requests: Vec<Request>, limits: BatchLimits) {
+fn process(
+    model: &mut dyn Classifier,
+    requests: Vec<Request>,
+    limits: BatchLimits,
+    gate: Option<&AtomicUsize>,
+) {
     let windows: Vec<&[i64]> = requests
         .iter()
         .flat_map(|r| r.windows.iter().map(Vec::as_slice))
@@ -191,6 +289,7 @@ fn process(model: &mut dyn Classifier, requests: Vec<Request>, limits: BatchLimi
     for range in plan_batches(&lengths, limits) {
         let rows: Vec<&[i64]> = order[range.clone()].iter().map(|i| windows[*i]).collect();
         let padded = rows.iter().map(|r| r.len()).max().unwrap_or(0) * rows.len();
+        yield_to_sync(gate);
         let started = Instant::now();
         match model.run(&rows) {
             Ok(out) if out.len() == rows.len() => {
@@ -301,7 +400,7 @@ mod tests {
             info,
             batches: batches.clone(),
         });
-        let handle = ModelHandle::spawn(model, Arc::new(Chars), limits).expect("spawn");
+        let handle = ModelHandle::spawn(model, None, Arc::new(Chars), limits).expect("spawn");
         (handle, batches)
     }
 

@@ -41,8 +41,19 @@ pub fn load_moderation_models(config: &Config) -> Result<Vec<ModelHandle>, Model
             let dir = config.models_dir.join(name);
             let model = OnnxClassifier::load(&env, &dir, config.ort_intra_threads)?;
             let encoder = Arc::new(model.encoder().clone());
-            tracing::info!(model = %model.info().reference(), dir = %dir.display(), "moderation model loaded");
-            ModelHandle::spawn(Box::new(model), encoder, limits)
+            // A second session serves the sync lane, so a sync request never queues behind
+            // a bulk batch (GATEHOUSE_SYNC_LANE_SESSIONS=false saves its memory).
+            let sync: Option<Box<dyn Classifier>> = if config.sync_lane_sessions {
+                Some(Box::new(OnnxClassifier::load(
+                    &env,
+                    &dir,
+                    config.ort_intra_threads,
+                )?))
+            } else {
+                None
+            };
+            tracing::info!(model = %model.info().reference(), dir = %dir.display(), sync_session = sync.is_some(), "moderation model loaded");
+            ModelHandle::spawn(Box::new(model), sync, encoder, limits)
                 .map_err(|e| ModelError::Load(format!("cannot start the model thread: {e}")))
         })
         .collect()

@@ -114,6 +114,10 @@ impl Pipeline {
                 .give_up(chunk, &claim, ItemError::new("attempts_exhausted", reason))
                 .await;
         }
+        if claim.started_job {
+            metrics::histogram!("gatehouse_queue_wait_seconds", "lane" => chunk.lane.as_str())
+                .record(claim.waited.as_secs_f64());
+        }
         let started = Instant::now();
         let options = match &claim.options {
             Ok(options) => options.clone(),
@@ -199,7 +203,7 @@ impl Pipeline {
         let runs = self
             .moderation
             .iter()
-            .map(|model| model.classify(texts.clone()));
+            .map(|model| model.classify_in(texts.clone(), chunk.lane));
         let per_model = futures_util::future::try_join_all(runs)
             .await
             .map_err(|e| Step::Transient(e.into()))?;
