@@ -59,8 +59,8 @@ impl Relay {
             self.record_backlog().await;
             if last_cleanup.elapsed() > Duration::from_secs(3600) {
                 last_cleanup = tokio::time::Instant::now();
-                let _ = sqlx::query(
-                    "DELETE FROM outbox WHERE published_at < now() - interval '7 days'",
+                let _ = sqlx::query!(
+                    "DELETE FROM outbox WHERE published_at < now() - interval '7 days'"
                 )
                 .execute(&self.pool)
                 .await;
@@ -78,15 +78,17 @@ impl Relay {
     /// `gatehouse_outbox_pending_messages` and `gatehouse_outbox_oldest_pending_seconds`: a
     /// growing backlog means the broker is unreachable or the relay is stuck.
     async fn record_backlog(&self) {
-        let backlog: Result<(i64, f64), _> = sqlx::query_as(
-            r"
-            SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at))::float8, 0)
+        let backlog = sqlx::query!(
+            r#"
+            SELECT count(*) AS "pending!",
+                   coalesce(extract(epoch FROM now() - min(created_at))::float8, 0) AS "oldest!"
             FROM outbox WHERE published_at IS NULL
-            ",
+            "#
         )
         .fetch_one(&self.pool)
         .await;
-        if let Ok((pending, oldest)) = backlog {
+        if let Ok(row) = backlog {
+            let (pending, oldest) = (row.pending, row.oldest);
             metrics::gauge!("gatehouse_outbox_pending_messages").set(pending as f64);
             metrics::gauge!("gatehouse_outbox_oldest_pending_seconds").set(oldest);
         }
@@ -95,7 +97,7 @@ impl Relay {
     /// Publishes one batch of pending rows; returns how many were published.
     pub async fn drain_once(&self) -> Result<usize, RelayError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, String, serde_json::Value)> = sqlx::query_as(
+        let rows: Vec<(i64, String, serde_json::Value)> = sqlx::query!(
             r"
             SELECT outbox_id, routing_key, payload FROM outbox
             WHERE published_at IS NULL
@@ -103,10 +105,13 @@ impl Relay {
             LIMIT $1
             FOR UPDATE SKIP LOCKED
             ",
+            self.batch,
         )
-        .bind(self.batch)
         .fetch_all(&mut *tx)
-        .await?;
+        .await?
+        .into_iter()
+        .map(|r| (r.outbox_id, r.routing_key, r.payload))
+        .collect();
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(0);
@@ -132,16 +137,19 @@ impl Relay {
                 Err(error) => failure = Some(error),
             }
         }
-        sqlx::query("UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE outbox_id = ANY($1)")
-            .bind(&published)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE outbox SET published_at = now(), attempts = attempts + 1 WHERE outbox_id = ANY($1)",
+            &published,
+        )
+        .execute(&mut *tx)
+        .await?;
         if let Some(error) = &failure {
-            sqlx::query(
+            let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+            sqlx::query!(
                 "UPDATE outbox SET attempts = attempts + 1, last_error = $2 WHERE published_at IS NULL AND outbox_id = ANY($1)",
+                &ids,
+                error.to_string(),
             )
-            .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-            .bind(error.to_string())
             .execute(&mut *tx)
             .await?;
         }

@@ -120,11 +120,11 @@ async fn load(
 ) -> Result<Option<serde_json::Value>, sqlx::Error> {
     let mut tx =
         gatehouse_common::db::begin(pool, gatehouse_common::db::Scope::Tenant(tenant)).await?;
-    let policy = sqlx::query_scalar(
+    let policy = sqlx::query_scalar!(
         "SELECT policy FROM moderation_policies WHERE tenant_id = $1 AND version = $2",
+        tenant.0,
+        version,
     )
-    .bind(tenant)
-    .bind(version)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;

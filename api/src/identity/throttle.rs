@@ -126,7 +126,6 @@ pub struct LoginThrottle {
     known_address_ttl: Duration,
 }
 
-#[derive(sqlx::FromRow)]
 struct Counter {
     subject: String,
     failures: i32,
@@ -188,35 +187,37 @@ impl LoginThrottle {
     pub async fn reserve(&self, attempt: &Attempt) -> Result<Reservation, sqlx::Error> {
         let subjects = attempt.subjects();
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO login_failures (subject, failures, window_start)
              SELECT s, 0, now() FROM UNNEST($1::text[]) AS s
              ON CONFLICT (subject) DO NOTHING",
+            &subjects,
         )
-        .bind(&subjects)
         .execute(&mut *tx)
         .await?;
-        let counters: Vec<Counter> = sqlx::query_as(
+        let counters = sqlx::query_as!(
+            Counter,
             "SELECT subject, failures, window_start, locked_until, last_attempt_at
                FROM login_failures WHERE subject = ANY($1)
               ORDER BY subject FOR UPDATE",
+            &subjects,
         )
-        .bind(&subjects)
         .fetch_all(&mut *tx)
         .await?;
-        let now: DateTime<Utc> = sqlx::query_scalar("SELECT now()")
+        let now = sqlx::query_scalar!(r#"SELECT now() AS "now!""#)
             .fetch_one(&mut *tx)
             .await?;
         let known = match (&attempt.user, self.known_address_ttl.is_zero()) {
+            // The interval is bound as `std::time::Duration` (sqlx's Postgres `interval`).
             (Some(user), false) => {
-                sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM login_known_addresses
+                sqlx::query_scalar!(
+                    r#"SELECT EXISTS (SELECT 1 FROM login_known_addresses
                       WHERE user_subject = $1 AND ip_subject = $2
-                        AND last_success_at > now() - $3)",
+                        AND last_success_at > now() - $3::interval) AS "known!""#,
+                    user,
+                    attempt.ip,
+                    self.known_address_ttl as _,
                 )
-                .bind(user)
-                .bind(&attempt.ip)
-                .bind(self.known_address_ttl)
                 .fetch_one(&mut *tx)
                 .await?
             }
@@ -298,18 +299,18 @@ impl LoginThrottle {
             starts.push(start);
             locks.push(lock);
         }
-        sqlx::query(
+        sqlx::query!(
             "UPDATE login_failures AS lf
                 SET failures = u.failures, window_start = u.window_start,
                     locked_until = u.locked_until, last_attempt_at = now()
                FROM UNNEST($1::text[], $2::int4[], $3::timestamptz[], $4::timestamptz[])
                     AS u(subject, failures, window_start, locked_until)
               WHERE lf.subject = u.subject",
+            &names,
+            &failures,
+            &starts,
+            &locks as _,
         )
-        .bind(&names)
-        .bind(&failures)
-        .bind(&starts)
-        .bind(&locks)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -324,24 +325,26 @@ impl LoginThrottle {
             .into_iter()
             .flatten()
             .collect();
-        sqlx::query("DELETE FROM login_failures WHERE subject = ANY($1)")
-            .bind(&personal)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE subject = $1",
+        sqlx::query!(
+            "DELETE FROM login_failures WHERE subject = ANY($1)",
+            &personal,
         )
-        .bind(&attempt.ip)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query!(
+            "UPDATE login_failures SET failures = greatest(failures - 1, 0) WHERE subject = $1",
+            attempt.ip,
+        )
         .execute(&mut *tx)
         .await?;
         if let Some(user) = &attempt.user {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO login_known_addresses (user_subject, ip_subject, last_success_at)
                  VALUES ($1, $2, now())
                  ON CONFLICT (user_subject, ip_subject) DO UPDATE SET last_success_at = now()",
+                user,
+                attempt.ip,
             )
-            .bind(user)
-            .bind(&attempt.ip)
             .execute(&mut *tx)
             .await?;
         }
@@ -351,20 +354,22 @@ impl LoginThrottle {
     /// Deletes counters whose window and lock are both over, and known addresses past their
     /// time; returns how many rows went. Housekeeping, safe from any replica at any time.
     pub async fn purge_stale(&self) -> Result<u64, sqlx::Error> {
-        let counters = sqlx::query(
+        // The intervals are bound as `std::time::Duration` (sqlx's Postgres `interval`).
+        let counters = sqlx::query!(
             "DELETE FROM login_failures
-              WHERE window_start <= now() - CASE WHEN starts_with(subject, 'user:') THEN $2 ELSE $1 END
+              WHERE window_start <= now() - CASE WHEN starts_with(subject, 'user:') THEN $2::interval ELSE $1::interval END
                 AND (locked_until IS NULL OR locked_until <= now())",
+            self.lockout as _,
+            self.user_window as _,
         )
-        .bind(self.lockout)
-        .bind(self.user_window)
         .execute(&self.pool)
         .await?;
-        let known =
-            sqlx::query("DELETE FROM login_known_addresses WHERE last_success_at <= now() - $1")
-                .bind(self.known_address_ttl)
-                .execute(&self.pool)
-                .await?;
+        let known = sqlx::query!(
+            "DELETE FROM login_known_addresses WHERE last_success_at <= now() - $1::interval",
+            self.known_address_ttl as _,
+        )
+        .execute(&self.pool)
+        .await?;
         Ok(counters.rows_affected() + known.rows_affected())
     }
 }

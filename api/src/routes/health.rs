@@ -17,7 +17,10 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = sqlx::query("SELECT 1").execute(&state.pool).await.is_ok();
+    let database = sqlx::query!(r#"SELECT 1 AS "one""#)
+        .fetch_one(&state.pool)
+        .await
+        .is_ok();
     let broker = state.broker.publisher().await.is_ok();
     let status = if database && broker {
         StatusCode::OK

@@ -11,7 +11,7 @@ use gatehouse_common::{
     job::{
         ItemStatus,
         result::{ChunkModel, ItemError, ItemResult, StoredOutcome},
-        store::{JOB_COLUMNS, JobRecord},
+        store::JobRecord,
     },
     moderation::Policy,
     types::{JobId, JobKind, JobStatus, TenantId},
@@ -57,10 +57,36 @@ impl From<JobRecord> for Job {
     }
 }
 
-fn jobs(rows: Vec<sqlx::postgres::PgRow>) -> Result<Vec<Job>, sqlx::Error> {
-    rows.iter()
-        .map(|r| JobRecord::from_row(r).map(Job::from))
-        .collect()
+/// A job row as the queries below select it (the columns of `JobRecord`).
+struct JobRow {
+    job_id: JobId,
+    kind: String,
+    status: String,
+    shared: bool,
+    total: i32,
+    succeeded: i32,
+    failed: i32,
+    created_at: DateTime<Utc>,
+    completed_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = sqlx::Error;
+    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
+        let decode = |e: String| sqlx::Error::Decode(e.into());
+        Ok(JobRecord {
+            id: row.job_id,
+            kind: row.kind.parse().map_err(decode)?,
+            status: row.status.parse().map_err(decode)?,
+            shared: row.shared,
+            total: row.total,
+            succeeded: row.succeeded,
+            failed: row.failed,
+            created_at: row.created_at,
+            completed_at: row.completed_at,
+        }
+        .into())
+    }
 }
 
 /// Which of a tenant's jobs a principal may see.
@@ -87,11 +113,6 @@ impl Visibility<'_> {
     }
 }
 
-/// SQL: visible when unrestricted, shared, or submitted by the owner (`$owner`, `$restricted`).
-fn visible(owner: usize, restricted: usize) -> String {
-    format!("(NOT ${restricted}::bool OR shared OR created_by = ${owner}::text)")
-}
-
 /// The job if it belongs to `tenant` (another tenant's job does not exist for the caller)
 /// and `visibility` lets the caller see it.
 pub async fn get(
@@ -101,19 +122,24 @@ pub async fn get(
     visibility: Visibility<'_>,
 ) -> Result<Option<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE job_id = $1 AND tenant_id = $2 AND {}",
-        visible(3, 4)
-    ))
-    .bind(id)
-    .bind(tenant)
-    .bind(visibility.owner())
-    .bind(visibility.restricted())
+    // Visible when unrestricted, shared, or submitted by the owner.
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"
+        SELECT job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
+               created_at, completed_at
+        FROM jobs WHERE job_id = $1 AND tenant_id = $2
+          AND (NOT $4::bool OR shared OR created_by = $3::text)
+        "#,
+        id.0,
+        tenant.0,
+        visibility.owner(),
+        visibility.restricted(),
+    )
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    row.map(|r| JobRecord::from_row(&r).map(Job::from))
-        .transpose()
+    row.map(Job::try_from).transpose()
 }
 
 /// One line of the results stream.
@@ -126,7 +152,6 @@ pub struct ResultLine {
     pub error: Option<ItemError>,
 }
 
-#[derive(sqlx::FromRow)]
 struct StoredLine {
     item_index: i32,
     custom_id: Option<String>,
@@ -150,20 +175,20 @@ pub struct ResultsReader {
 impl ResultsReader {
     pub async fn new(pool: &PgPool, tenant: TenantId, job: JobId) -> Result<Self, sqlx::Error> {
         let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-        let row: Option<(i32, Option<serde_json::Value>)> = sqlx::query_as(
-            r"
-            SELECT j.policy_version, p.policy FROM jobs j
+        let row = sqlx::query!(
+            r#"
+            SELECT j.policy_version, p.policy AS "policy?" FROM jobs j
             LEFT JOIN moderation_policies p
                    ON p.tenant_id = j.tenant_id AND p.version = j.policy_version
             WHERE j.job_id = $1
-            ",
+            "#,
+            job.0,
         )
-        .bind(job)
         .fetch_optional(&mut *tx)
         .await?;
         tx.commit().await?;
-        let policy = match row {
-            Some((_, Some(raw))) => serde_json::from_value(raw)
+        let policy = match row.and_then(|r| r.policy) {
+            Some(raw) => serde_json::from_value(raw)
                 .map_err(|e| sqlx::Error::Decode(format!("stored policy: {e}").into()))?,
             _ => Policy::default(),
         };
@@ -179,7 +204,8 @@ impl ResultsReader {
     /// Finished items after `after` (exclusive), in submission order.
     pub async fn page(&mut self, after: i32, limit: i64) -> Result<Vec<ResultLine>, sqlx::Error> {
         let mut tx = db::begin(&self.pool, Scope::Tenant(self.tenant)).await?;
-        let lines: Vec<StoredLine> = sqlx::query_as(
+        let lines = sqlx::query_as!(
+            StoredLine,
             r"
             SELECT r.item_index, i.custom_id, r.status, r.chunk_index, r.result,
                    r.legacy_result, r.error
@@ -189,10 +215,10 @@ impl ResultsReader {
             ORDER BY r.item_index
             LIMIT $3
             ",
+            self.job.0,
+            after,
+            limit,
         )
-        .bind(self.job)
-        .bind(after)
-        .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
         let mut missing: Vec<i32> = lines
@@ -202,14 +228,15 @@ impl ResultsReader {
             .collect();
         missing.dedup();
         if !missing.is_empty() {
-            let rows: Vec<(i32, Option<serde_json::Value>)> = sqlx::query_as(
+            let rows = sqlx::query!(
                 "SELECT chunk_index, models FROM job_chunks WHERE job_id = $1 AND chunk_index = ANY($2)",
+                self.job.0,
+                &missing,
             )
-            .bind(self.job)
-            .bind(&missing)
             .fetch_all(&mut *tx)
             .await?;
-            for (chunk, models) in rows {
+            for row in rows {
+                let (chunk, models) = (row.chunk_index, row.models);
                 let models = models
                     .map(serde_json::from_value::<Vec<ChunkModel>>)
                     .transpose()
@@ -262,25 +289,28 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let rows = sqlx::query(&format!(
-        r"
-        SELECT {JOB_COLUMNS} FROM jobs
-        WHERE tenant_id = $1 AND {}
+    // Visible when unrestricted, shared, or submitted by the owner (as in `get`).
+    let rows = sqlx::query_as!(
+        JobRow,
+        r#"
+        SELECT job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
+               created_at, completed_at
+        FROM jobs
+        WHERE tenant_id = $1 AND (NOT $3::bool OR shared OR created_by = $2::text)
           AND ($4::uuid IS NULL OR job_id < $4)
         ORDER BY job_id DESC
         LIMIT $5
-        ",
-        visible(2, 3)
-    ))
-    .bind(tenant)
-    .bind(visibility.owner())
-    .bind(visibility.restricted())
-    .bind(before)
-    .bind(limit)
+        "#,
+        tenant.0,
+        visibility.owner(),
+        visibility.restricted(),
+        before.map(|j| j.0),
+        limit,
+    )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    jobs(rows)
+    rows.into_iter().map(Job::try_from).collect()
 }
 
 /// Shares (or unshares) a job with its tenant, if `visibility` lets the caller manage it.
@@ -294,18 +324,20 @@ pub async fn set_shared(
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Option<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row = sqlx::query(&format!(
-        r"
+    let row = sqlx::query_as!(
+        JobRow,
+        r#"
         UPDATE jobs SET shared = $3
         WHERE job_id = $1 AND tenant_id = $2 AND (NOT $5 OR created_by = $4)
-        RETURNING {JOB_COLUMNS}
-        "
-    ))
-    .bind(id)
-    .bind(tenant)
-    .bind(shared)
-    .bind(manage.owner())
-    .bind(manage.restricted())
+        RETURNING job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
+                  created_at, completed_at
+        "#,
+        id.0,
+        tenant.0,
+        shared,
+        manage.owner(),
+        manage.restricted(),
+    )
     .fetch_optional(&mut *tx)
     .await?;
     if row.is_some() {
@@ -326,6 +358,5 @@ pub async fn set_shared(
         .await?;
     }
     tx.commit().await?;
-    row.map(|r| JobRecord::from_row(&r).map(Job::from))
-        .transpose()
+    row.map(Job::try_from).transpose()
 }

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 pub const KEY_PREFIX: &str = "ghk_";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ApiKey {
     #[serde(rename = "id")]
     pub key_id: KeyId,
@@ -34,8 +34,6 @@ pub struct ApiKey {
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
-
-const KEY_COLUMNS: &str = "key_id, tenant_id, name, scopes, created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at";
 
 fn sha256(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
@@ -78,21 +76,24 @@ pub struct NewKey<'a> {
 pub async fn create(pool: &PgPool, new: NewKey<'_>) -> Result<(ApiKey, String), sqlx::Error> {
     let key_id = KeyId::new();
     let secret = new_secret();
+    let secret_sha256 = sha256(&secret);
     let mut tx = db::begin(pool, Scope::Tenant(new.tenant)).await?;
-    let key: ApiKey = sqlx::query_as(&format!(
-        r"
+    let key = sqlx::query_as!(
+        ApiKey,
+        r#"
         INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, expires_at, created_by)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
-        RETURNING {KEY_COLUMNS}
-        "
-    ))
-    .bind(key_id)
-    .bind(new.tenant)
-    .bind(new.name)
-    .bind(sha256(&secret).as_slice())
-    .bind(new.scopes)
-    .bind(new.expires_at)
-    .bind(new.actor)
+        RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
+                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+        "#,
+        key_id.0,
+        new.tenant.0,
+        new.name,
+        secret_sha256.as_slice(),
+        new.scopes,
+        new.expires_at,
+        new.actor,
+    )
     .fetch_one(&mut *tx)
     .await?;
     super::audit::record(
@@ -117,17 +118,20 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<ApiKey>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let keys = sqlx::query_as(&format!(
-        r"
-        SELECT {KEY_COLUMNS} FROM api_keys
+    let keys = sqlx::query_as!(
+        ApiKey,
+        r#"
+        SELECT key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
+               created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+        FROM api_keys
         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR key_id > $2)
         ORDER BY key_id
         LIMIT $3
-        "
-    ))
-    .bind(tenant)
-    .bind(after)
-    .bind(limit)
+        "#,
+        tenant.0,
+        after.map(|k| k.0),
+        limit,
+    )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -143,15 +147,17 @@ pub async fn revoke(
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Option<ApiKey>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let key: Option<ApiKey> = sqlx::query_as(&format!(
-        r"
+    let key = sqlx::query_as!(
+        ApiKey,
+        r#"
         UPDATE api_keys SET revoked_at = now(), previous_secret_sha256 = NULL, previous_valid_until = NULL
         WHERE tenant_id = $1 AND key_id = $2 AND revoked_at IS NULL
-        RETURNING {KEY_COLUMNS}
-        "
-    ))
-    .bind(tenant)
-    .bind(key_id)
+        RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
+                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+        "#,
+        tenant.0,
+        key_id.0,
+    )
     .fetch_optional(&mut *tx)
     .await?;
     if key.is_some() {
@@ -184,11 +190,16 @@ pub async fn rotate(
     client_ip: Option<std::net::IpAddr>,
 ) -> Result<Option<(ApiKey, String)>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let current: Option<ApiKey> = sqlx::query_as(&format!(
-        "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 AND key_id = $2 AND revoked_at IS NULL FOR UPDATE"
-    ))
-    .bind(tenant)
-    .bind(key_id)
+    let current = sqlx::query_as!(
+        ApiKey,
+        r#"
+        SELECT key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
+               created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+        FROM api_keys WHERE tenant_id = $1 AND key_id = $2 AND revoked_at IS NULL FOR UPDATE
+        "#,
+        tenant.0,
+        key_id.0,
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(current) = current else {
@@ -198,26 +209,27 @@ pub async fn rotate(
         Some(idem) => {
             // Replays derive the same secret; only its hash is stored, to recognise them.
             let secret = derive_secret(derivation_secret, key_id, idem)?;
-            let seen: Option<Vec<u8>> = sqlx::query_scalar(
+            let secret_sha256 = sha256(&secret);
+            let seen = sqlx::query_scalar!(
                 "SELECT secret_sha256 FROM key_rotations WHERE key_id = $1 AND idempotency_key = $2",
+                key_id.0,
+                idem,
             )
-            .bind(key_id)
-            .bind(idem)
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(stored) = seen {
                 tx.commit().await?;
-                let same: bool = sha256(&secret).as_slice().ct_eq(stored.as_slice()).into();
+                let same: bool = secret_sha256.as_slice().ct_eq(stored.as_slice()).into();
                 // A different derivation secret (misconfigured replicas) cannot replay.
                 return Ok(same.then(|| (current, token(key_id, &secret))));
             }
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO key_rotations (key_id, tenant_id, idempotency_key, secret_sha256) VALUES ($1, $2, $3, $4)",
+                key_id.0,
+                tenant.0,
+                idem,
+                secret_sha256.as_slice(),
             )
-            .bind(key_id)
-            .bind(tenant)
-            .bind(idem)
-            .bind(sha256(&secret).as_slice())
             .execute(&mut *tx)
             .await?;
             secret
@@ -225,21 +237,24 @@ pub async fn rotate(
         None => new_secret(),
     };
     let grace_secs = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
-    let key: ApiKey = sqlx::query_as(&format!(
-        r"
+    let secret_sha256 = sha256(&secret);
+    let key = sqlx::query_as!(
+        ApiKey,
+        r#"
         UPDATE api_keys SET
             previous_secret_sha256 = secret_sha256,
             previous_valid_until = now() + make_interval(secs => $3),
             secret_sha256 = $4,
             rotated_at = now()
         WHERE tenant_id = $1 AND key_id = $2
-        RETURNING {KEY_COLUMNS}
-        "
-    ))
-    .bind(tenant)
-    .bind(key_id)
-    .bind(grace_secs as f64)
-    .bind(sha256(&secret).as_slice())
+        RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
+                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+        "#,
+        tenant.0,
+        key_id.0,
+        grace_secs as f64,
+        secret_sha256.as_slice(),
+    )
     .fetch_one(&mut *tx)
     .await?;
     audit_key(
@@ -286,7 +301,6 @@ pub struct LiveKey {
     pub ip_allowlist: Vec<IpNet>,
 }
 
-#[derive(sqlx::FromRow)]
 struct KeyRow {
     tenant_id: TenantId,
     secret_sha256: Vec<u8>,
@@ -296,15 +310,28 @@ struct KeyRow {
     ip_allowlist: Vec<IpNet>,
 }
 
-const LIVE_KEY_SQL: &str = r"
-    SELECT k.tenant_id, k.secret_sha256, k.previous_secret_sha256,
-           coalesce(k.previous_valid_until > now(), false) AS previous_valid,
-           ARRAY(SELECT unnest(k.scopes) INTERSECT SELECT unnest(t.scopes)) AS scopes,
-           t.ip_allowlist
-    FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id
-    WHERE k.key_id = $1 AND k.revoked_at IS NULL AND t.enabled
-      AND (k.expires_at IS NULL OR k.expires_at > now())
-";
+/// The live key row of `key_id` with its tenant's grants (`None`: revoked, expired, disabled
+/// tenant, or unknown).
+async fn live_row(
+    conn: &mut sqlx::PgConnection,
+    key_id: KeyId,
+) -> Result<Option<KeyRow>, sqlx::Error> {
+    sqlx::query_as!(
+        KeyRow,
+        r#"
+        SELECT k.tenant_id AS "tenant_id: TenantId", k.secret_sha256, k.previous_secret_sha256,
+               coalesce(k.previous_valid_until > now(), false) AS "previous_valid!",
+               ARRAY(SELECT unnest(k.scopes) INTERSECT SELECT unnest(t.scopes)) AS "scopes!",
+               t.ip_allowlist
+        FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id
+        WHERE k.key_id = $1 AND k.revoked_at IS NULL AND t.enabled
+          AND (k.expires_at IS NULL OR k.expires_at > now())
+        "#,
+        key_id.0,
+    )
+    .fetch_optional(conn)
+    .await
+}
 
 /// Splits `ghk_<id>_<secret>`; `None` when the shape is wrong.
 fn parse(token: &str) -> Option<(KeyId, &str)> {
@@ -325,10 +352,7 @@ pub async fn verify(pool: &PgPool, token: &str) -> Result<Option<LiveKey>, sqlx:
     };
     // Platform scope: the key's tenant is what we are about to learn.
     let mut tx = db::begin(pool, Scope::Platform).await?;
-    let row: Option<KeyRow> = sqlx::query_as(LIVE_KEY_SQL)
-        .bind(key_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row = live_row(&mut tx, key_id).await?;
     let presented = sha256(secret);
     // Compare against a dummy when the key is unknown so both paths cost the same.
     let dummy = [0u8; 32];
@@ -346,10 +370,10 @@ pub async fn verify(pool: &PgPool, token: &str) -> Result<Option<LiveKey>, sqlx:
     let matches_previous: bool = presented.as_slice().ct_eq(previous).into();
     match row {
         Some(r) if matches_current || (matches_previous && r.previous_valid) => {
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE api_keys SET last_used_at = now() WHERE key_id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+                key_id.0,
             )
-            .bind(key_id)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -368,10 +392,7 @@ pub async fn verify(pool: &PgPool, token: &str) -> Result<Option<LiveKey>, sqlx:
 /// disabled tenant take effect on the next request, on every replica).
 pub async fn live(pool: &PgPool, key_id: KeyId) -> Result<Option<LiveKey>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Platform).await?;
-    let row: Option<KeyRow> = sqlx::query_as(LIVE_KEY_SQL)
-        .bind(key_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+    let row = live_row(&mut tx, key_id).await?;
     tx.commit().await?;
     Ok(row.map(|r| LiveKey {
         key_id,

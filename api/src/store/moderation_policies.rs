@@ -9,7 +9,7 @@ use gatehouse_common::{
     types::TenantId,
 };
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgPool, types::Json};
 
 use super::audit::{self, Event};
 
@@ -24,16 +24,15 @@ pub struct PolicyVersion {
 }
 
 /// One line of the version history.
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize)]
 pub struct VersionSummary {
     pub version: i32,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct Row {
-    policy: sqlx::types::Json<Policy>,
+    policy: Json<Policy>,
     created_by: String,
     created_at: DateTime<Utc>,
 }
@@ -59,13 +58,14 @@ fn default_version() -> PolicyVersion {
 /// The tenant's current policy (the default when it never changed one).
 pub async fn current(pool: &PgPool, tenant: TenantId) -> Result<PolicyVersion, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row: Option<Row> = sqlx::query_as(
-        r"
-        SELECT policy, created_by, created_at FROM moderation_policies
+    let row = sqlx::query_as!(
+        Row,
+        r#"
+        SELECT policy AS "policy: Json<Policy>", created_by, created_at FROM moderation_policies
         WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1
-        ",
+        "#,
+        tenant.0,
     )
-    .bind(tenant)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -82,14 +82,15 @@ pub async fn version(
         return Ok(Some(default_version()));
     }
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row: Option<Row> = sqlx::query_as(
-        r"
-        SELECT policy, created_by, created_at FROM moderation_policies
+    let row = sqlx::query_as!(
+        Row,
+        r#"
+        SELECT policy AS "policy: Json<Policy>", created_by, created_at FROM moderation_policies
         WHERE tenant_id = $1 AND version = $2
-        ",
+        "#,
+        tenant.0,
+        version,
     )
-    .bind(tenant)
-    .bind(version)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -99,13 +100,14 @@ pub async fn version(
 /// Every stored version, newest first.
 pub async fn history(pool: &PgPool, tenant: TenantId) -> Result<Vec<VersionSummary>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let rows = sqlx::query_as(
+    let rows = sqlx::query_as!(
+        VersionSummary,
         r"
         SELECT version, created_by, created_at FROM moderation_policies
         WHERE tenant_id = $1 ORDER BY version DESC
         ",
+        tenant.0,
     )
-    .bind(tenant)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -123,17 +125,19 @@ pub async fn change<E>(
     change: impl FnOnce(&Policy) -> Result<Policy, E>,
 ) -> Result<Result<PolicyVersion, E>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    sqlx::query("SELECT 1 FROM tenants WHERE tenant_id = $1 FOR UPDATE")
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-    let latest: Option<sqlx::types::Json<Policy>> = sqlx::query_scalar(
-        r"
-        SELECT policy FROM moderation_policies
-        WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1
-        ",
+    sqlx::query!(
+        r#"SELECT 1 AS "locked" FROM tenants WHERE tenant_id = $1 FOR UPDATE"#,
+        tenant.0,
     )
-    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let latest = sqlx::query_scalar!(
+        r#"
+        SELECT policy AS "policy: Json<Policy>" FROM moderation_policies
+        WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1
+        "#,
+        tenant.0,
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let current = latest.map(|p| p.0).unwrap_or_default();
@@ -142,17 +146,18 @@ pub async fn change<E>(
         Err(e) => return Ok(Err(e)),
     };
     next.version = current.version + 1;
-    let row: Row = sqlx::query_as(
-        r"
+    let row = sqlx::query_as!(
+        Row,
+        r#"
         INSERT INTO moderation_policies (tenant_id, version, policy, created_by)
         VALUES ($1, $2, $3, $4)
-        RETURNING policy, created_by, created_at
-        ",
+        RETURNING policy AS "policy: Json<Policy>", created_by, created_at
+        "#,
+        tenant.0,
+        next.version,
+        Json(&next) as _,
+        actor,
     )
-    .bind(tenant)
-    .bind(next.version)
-    .bind(sqlx::types::Json(&next))
-    .bind(actor)
     .fetch_one(&mut *tx)
     .await?;
     audit::record(

@@ -11,16 +11,8 @@ use sqlx::{PgPool, Postgres, Transaction};
 /// `pg_advisory_xact_lock` key serialising key creation and rotation across replicas.
 const KEY_LOCK: i64 = 0x6768_6a77_746b_6579; // "ghjwtkey"
 
-/// Every key that still verifies, newest first; the private key only of keys that are not
-/// retiring (a key with a `retired_at` never signs again).
-const LOAD_SQL: &str = "SELECT kid, algorithm, \
-     CASE WHEN retired_at IS NULL THEN private_key_der END AS private_key_der, \
-     public_key, created_at, retired_at \
-     FROM signing_keys WHERE retired_at IS NULL OR retired_at > now() \
-     ORDER BY created_at DESC, kid DESC";
-
 /// One row of `signing_keys` as loaded. No `Debug`: it holds a private key.
-#[derive(Clone, sqlx::FromRow)]
+#[derive(Clone)]
 pub struct KeyRow {
     pub kid: String,
     pub algorithm: String,
@@ -38,9 +30,22 @@ pub struct NewSigningKey {
     pub public_key: [u8; 32],
 }
 
-/// The keys whose `retired_at` is null or in the future, newest first.
+/// The keys whose `retired_at` is null or in the future (every key that still verifies),
+/// newest first; the private key only of keys that are not retiring (a key with a
+/// `retired_at` never signs again).
 pub async fn load_active(pool: &PgPool) -> Result<Vec<KeyRow>, sqlx::Error> {
-    sqlx::query_as::<_, KeyRow>(LOAD_SQL).fetch_all(pool).await
+    sqlx::query_as!(
+        KeyRow,
+        r#"
+        SELECT kid, algorithm,
+               CASE WHEN retired_at IS NULL THEN private_key_der END AS "private_key_der?",
+               public_key, created_at, retired_at
+        FROM signing_keys WHERE retired_at IS NULL OR retired_at > now()
+        ORDER BY created_at DESC, kid DESC
+        "#
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// Inserts `key` unless some key is active (has no `retired_at`); true when it was inserted.
@@ -50,10 +55,11 @@ pub async fn insert_if_none_active(
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
-    let active: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL)")
-            .fetch_one(&mut *tx)
-            .await?;
+    let active = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM signing_keys WHERE retired_at IS NULL) AS "active!""#
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if active {
         tx.rollback().await?;
         return Ok(false);
@@ -73,14 +79,14 @@ pub async fn rotate(
     let mut tx = pool.begin().await?;
     lock(&mut tx).await?;
     insert(&mut tx, key).await?;
-    let retired = sqlx::query(
+    let retired = sqlx::query!(
         "UPDATE signing_keys SET retired_at = u.until \
          FROM (SELECT clock_timestamp() + make_interval(secs => $2) AS until) AS u \
          WHERE signing_keys.kid <> $1 \
            AND (signing_keys.retired_at IS NULL OR signing_keys.retired_at > u.until)",
+        key.kid,
+        grace.as_secs_f64(),
     )
-    .bind(&key.kid)
-    .bind(grace.as_secs_f64())
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -89,8 +95,7 @@ pub async fn rotate(
 }
 
 async fn lock(tx: &mut Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(KEY_LOCK)
+    sqlx::query!("SELECT pg_advisory_xact_lock($1)", KEY_LOCK)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -100,14 +105,14 @@ async fn insert(
     tx: &mut Transaction<'_, Postgres>,
     key: &NewSigningKey,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO signing_keys (kid, algorithm, private_key_der, public_key, created_at) \
          VALUES ($1, $2, $3, $4, clock_timestamp())",
+        key.kid,
+        key.algorithm,
+        key.private_key_der,
+        &key.public_key[..],
     )
-    .bind(&key.kid)
-    .bind(key.algorithm)
-    .bind(&key.private_key_der)
-    .bind(&key.public_key[..])
     .execute(&mut **tx)
     .await?;
     Ok(())

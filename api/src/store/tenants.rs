@@ -7,7 +7,7 @@ use gatehouse_common::types::TenantId;
 use serde::Serialize;
 use sqlx::PgPool;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Tenant {
     #[serde(rename = "id")]
     pub tenant_id: TenantId,
@@ -19,9 +19,6 @@ pub struct Tenant {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
-
-const TENANT_COLUMNS: &str =
-    "tenant_id, slug, name, enabled, scopes, ip_allowlist, created_at, updated_at";
 
 /// `Acme Corp.` → `acme-corp`: lowercase ASCII letters and digits joined by single dashes.
 pub fn slugify(name: &str) -> String {
@@ -57,18 +54,20 @@ pub async fn create(
 ) -> Result<Tenant, sqlx::Error> {
     let (name, slug) = (new.name, new.slug);
     let mut tx = db::begin(pool, Scope::Platform).await?;
-    let tenant: Tenant = sqlx::query_as(&format!(
-        r"
+    let tenant = sqlx::query_as!(
+        Tenant,
+        r#"
         INSERT INTO tenants (tenant_id, name, slug, scopes, ip_allowlist)
-        VALUES ($1, $2, $3, coalesce($4, '{{moderate}}'::text[]), $5)
-        RETURNING {TENANT_COLUMNS}
-        "
-    ))
-    .bind(TenantId::new())
-    .bind(name)
-    .bind(slug)
-    .bind(new.scopes)
-    .bind(new.ip_allowlist)
+        VALUES ($1, $2, $3, coalesce($4, '{moderate}'::text[]), $5)
+        RETURNING tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
+                  created_at, updated_at
+        "#,
+        TenantId::new().0,
+        name,
+        slug,
+        new.scopes,
+        new.ip_allowlist,
+    )
     .fetch_one(&mut *tx)
     .await?;
     super::audit::record(
@@ -96,11 +95,16 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Tenant>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Platform).await?;
-    let tenants = sqlx::query_as(&format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants WHERE ($1::uuid IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2"
-    ))
-    .bind(after)
-    .bind(limit)
+    let tenants = sqlx::query_as!(
+        Tenant,
+        r#"
+        SELECT tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
+               created_at, updated_at
+        FROM tenants WHERE ($1::uuid IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2
+        "#,
+        after.map(|t| t.0),
+        limit,
+    )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -110,10 +114,15 @@ pub async fn list(
 /// One tenant, seen from inside it (its own row is visible under its own scope).
 pub async fn get(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(id)).await?;
-    let tenant = sqlx::query_as(&format!(
-        "SELECT {TENANT_COLUMNS} FROM tenants WHERE tenant_id = $1"
-    ))
-    .bind(id)
+    let tenant = sqlx::query_as!(
+        Tenant,
+        r#"
+        SELECT tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
+               created_at, updated_at
+        FROM tenants WHERE tenant_id = $1
+        "#,
+        id.0,
+    )
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -143,8 +152,9 @@ pub async fn update(
     scope: Scope,
 ) -> Result<Option<Tenant>, sqlx::Error> {
     let mut tx = db::begin(pool, scope).await?;
-    let tenant: Option<Tenant> = sqlx::query_as(&format!(
-        r"
+    let tenant = sqlx::query_as!(
+        Tenant,
+        r#"
         UPDATE tenants SET
             name = coalesce($2, name),
             enabled = coalesce($3, enabled),
@@ -152,14 +162,15 @@ pub async fn update(
             ip_allowlist = coalesce($5, ip_allowlist),
             updated_at = now()
         WHERE tenant_id = $1
-        RETURNING {TENANT_COLUMNS}
-        "
-    ))
-    .bind(id)
-    .bind(&changes.name)
-    .bind(changes.enabled)
-    .bind(&changes.scopes)
-    .bind(&changes.ip_allowlist)
+        RETURNING tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
+                  created_at, updated_at
+        "#,
+        id.0,
+        changes.name.as_deref(),
+        changes.enabled,
+        changes.scopes.as_deref(),
+        changes.ip_allowlist.as_deref(),
+    )
     .fetch_optional(&mut *tx)
     .await?;
     if tenant.is_some() {

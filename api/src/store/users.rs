@@ -24,7 +24,6 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct UserRow {
     user_id: UserId,
     tenant_id: Option<TenantId>,
@@ -52,8 +51,6 @@ impl TryFrom<UserRow> for User {
         })
     }
 }
-
-const USER_COLUMNS: &str = "user_id, tenant_id, username, role, enabled, created_at, updated_at";
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -90,18 +87,20 @@ pub async fn create(
 ) -> Result<User, UserError> {
     let scope = tenant.map_or(Scope::Platform, Scope::Tenant);
     let mut tx = db::begin(pool, scope).await?;
-    let row: UserRow = sqlx::query_as(&format!(
-        r"
+    let row = sqlx::query_as!(
+        UserRow,
+        r#"
         INSERT INTO users (user_id, tenant_id, username, password_hash, role)
         VALUES ($1, $2, $3, $4, $5)
-        RETURNING {USER_COLUMNS}
-        "
-    ))
-    .bind(UserId::new())
-    .bind(tenant)
-    .bind(username)
-    .bind(password_hash)
-    .bind(role.as_str())
+        RETURNING user_id AS "user_id: UserId", tenant_id AS "tenant_id: TenantId", username,
+                  role, enabled, created_at, updated_at
+        "#,
+        UserId::new().0,
+        tenant.map(|t| t.0),
+        username,
+        password_hash,
+        role.as_str(),
+    )
     .fetch_one(&mut *tx)
     .await
     .map_err(map_unique)?;
@@ -128,16 +127,19 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<User>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let rows: Vec<UserRow> = sqlx::query_as(&format!(
-        r"
-        SELECT {USER_COLUMNS} FROM users
+    let rows = sqlx::query_as!(
+        UserRow,
+        r#"
+        SELECT user_id AS "user_id: UserId", tenant_id AS "tenant_id: TenantId", username, role,
+               enabled, created_at, updated_at
+        FROM users
         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR user_id > $2)
         ORDER BY user_id LIMIT $3
-        "
-    ))
-    .bind(tenant)
-    .bind(after)
-    .bind(limit)
+        "#,
+        tenant.0,
+        after.map(|u| u.0),
+        limit,
+    )
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -146,11 +148,16 @@ pub async fn list(
 
 pub async fn get(pool: &PgPool, tenant: TenantId, id: UserId) -> Result<Option<User>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row: Option<UserRow> = sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND user_id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
+    let row = sqlx::query_as!(
+        UserRow,
+        r#"
+        SELECT user_id AS "user_id: UserId", tenant_id AS "tenant_id: TenantId", username, role,
+               enabled, created_at, updated_at
+        FROM users WHERE tenant_id = $1 AND user_id = $2
+        "#,
+        tenant.0,
+        id.0,
+    )
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -174,12 +181,7 @@ pub async fn update(
     actor: Actor<'_>,
 ) -> Result<Option<User>, UserError> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let admins: Vec<UserId> = sqlx::query_scalar(
-        "SELECT user_id FROM users WHERE tenant_id = $1 AND role = 'admin' AND enabled ORDER BY user_id FOR UPDATE",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *tx)
-    .await?;
+    let admins = enabled_admins(&mut tx, tenant).await?;
     let Some(before) = get_in(&mut tx, tenant, id).await? else {
         return Ok(None);
     };
@@ -188,22 +190,24 @@ pub async fn update(
     if admins == [id] && !stays_admin {
         return Err(UserError::LastAdmin);
     }
-    let row: UserRow = sqlx::query_as(&format!(
-        r"
+    let row = sqlx::query_as!(
+        UserRow,
+        r#"
         UPDATE users SET
             role = coalesce($3, role),
             enabled = coalesce($4, enabled),
             password_hash = coalesce($5, password_hash),
             updated_at = now()
         WHERE tenant_id = $1 AND user_id = $2
-        RETURNING {USER_COLUMNS}
-        "
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(changes.role.map(Role::as_str))
-    .bind(changes.enabled)
-    .bind(&changes.password_hash)
+        RETURNING user_id AS "user_id: UserId", tenant_id AS "tenant_id: TenantId", username,
+                  role, enabled, created_at, updated_at
+        "#,
+        tenant.0,
+        id.0,
+        changes.role.map(Role::as_str),
+        changes.enabled,
+        changes.password_hash.as_deref(),
+    )
     .fetch_one(&mut *tx)
     .await?;
     let after = User::try_from(row)?;
@@ -251,21 +255,18 @@ pub async fn delete(
     actor: Actor<'_>,
 ) -> Result<bool, UserError> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let admins: Vec<UserId> = sqlx::query_scalar(
-        "SELECT user_id FROM users WHERE tenant_id = $1 AND role = 'admin' AND enabled ORDER BY user_id FOR UPDATE",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *tx)
-    .await?;
+    let admins = enabled_admins(&mut tx, tenant).await?;
     if admins == [id] {
         return Err(UserError::LastAdmin);
     }
-    let deleted = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND user_id = $2")
-        .bind(tenant)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+    let deleted = sqlx::query!(
+        "DELETE FROM users WHERE tenant_id = $1 AND user_id = $2",
+        tenant.0,
+        id.0,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
         == 1;
     if deleted {
         audit::record(
@@ -284,16 +285,37 @@ pub async fn delete(
     Ok(deleted)
 }
 
+/// The tenant's enabled admins, locked (in a fixed order) for the rest of the transaction.
+async fn enabled_admins(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: TenantId,
+) -> Result<Vec<UserId>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"
+        SELECT user_id AS "user_id: UserId" FROM users
+        WHERE tenant_id = $1 AND role = 'admin' AND enabled ORDER BY user_id FOR UPDATE
+        "#,
+        tenant.0,
+    )
+    .fetch_all(&mut **tx)
+    .await
+}
+
 async fn get_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     tenant: TenantId,
     id: UserId,
 ) -> Result<Option<User>, sqlx::Error> {
-    let row: Option<UserRow> = sqlx::query_as(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE"
-    ))
-    .bind(tenant)
-    .bind(id)
+    let row = sqlx::query_as!(
+        UserRow,
+        r#"
+        SELECT user_id AS "user_id: UserId", tenant_id AS "tenant_id: TenantId", username, role,
+               enabled, created_at, updated_at
+        FROM users WHERE tenant_id = $1 AND user_id = $2 FOR UPDATE
+        "#,
+        tenant.0,
+        id.0,
+    )
     .fetch_optional(&mut **tx)
     .await?;
     row.map(User::try_from).transpose()
@@ -306,9 +328,7 @@ pub struct LoginCandidate {
     pub usable: bool,
 }
 
-#[derive(sqlx::FromRow)]
 struct LoginRow {
-    #[sqlx(flatten)]
     user: UserRow,
     password_hash: String,
     usable: bool,
@@ -322,32 +342,55 @@ pub async fn find_for_login(
     // Platform scope: the tenant is known only by its slug until this look-up.
     let mut tx = db::begin(pool, Scope::Platform).await?;
     let row: Option<LoginRow> = match tenant_slug {
-        Some(slug) => {
-            sqlx::query_as(
-                r"
-                SELECT u.user_id, u.tenant_id, u.username, u.role, u.enabled, u.created_at,
-                       u.updated_at, u.password_hash, (u.enabled AND t.enabled) AS usable
-                FROM users u JOIN tenants t ON t.tenant_id = u.tenant_id
-                WHERE t.slug = $1 AND lower(u.username) = lower($2)
-                ",
-            )
-            .bind(slug)
-            .bind(username)
-            .fetch_optional(&mut *tx)
-            .await?
-        }
-        None => {
-            sqlx::query_as(
-                r"
-                SELECT user_id, tenant_id, username, role, enabled, created_at, updated_at,
-                       password_hash, enabled AS usable
-                FROM users WHERE tenant_id IS NULL AND lower(username) = lower($1)
-                ",
-            )
-            .bind(username)
-            .fetch_optional(&mut *tx)
-            .await?
-        }
+        Some(slug) => sqlx::query!(
+            r#"
+            SELECT u.user_id AS "user_id: UserId", u.tenant_id AS "tenant_id: TenantId",
+                   u.username, u.role, u.enabled, u.created_at, u.updated_at, u.password_hash,
+                   (u.enabled AND t.enabled) AS "usable!"
+            FROM users u JOIN tenants t ON t.tenant_id = u.tenant_id
+            WHERE t.slug = $1 AND lower(u.username) = lower($2)
+            "#,
+            slug,
+            username,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| LoginRow {
+            user: UserRow {
+                user_id: r.user_id,
+                tenant_id: r.tenant_id,
+                username: r.username,
+                role: r.role,
+                enabled: r.enabled,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            },
+            password_hash: r.password_hash,
+            usable: r.usable,
+        }),
+        None => sqlx::query!(
+            r#"
+            SELECT user_id AS "user_id: UserId", tenant_id AS "tenant_id: TenantId", username,
+                   role, enabled, created_at, updated_at, password_hash, enabled AS usable
+            FROM users WHERE tenant_id IS NULL AND lower(username) = lower($1)
+            "#,
+            username,
+        )
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|r| LoginRow {
+            user: UserRow {
+                user_id: r.user_id,
+                tenant_id: r.tenant_id,
+                username: r.username,
+                role: r.role,
+                enabled: r.enabled,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            },
+            password_hash: r.password_hash,
+            usable: r.usable,
+        }),
     };
     tx.commit().await?;
     row.map(|r| {
@@ -369,24 +412,17 @@ pub struct LiveUser {
     pub ip_allowlist: Vec<IpNet>,
 }
 
-#[derive(sqlx::FromRow)]
-struct LiveRow {
-    tenant_id: Option<TenantId>,
-    role: String,
-    scopes: Option<Vec<String>>,
-    ip_allowlist: Option<Vec<IpNet>>,
-}
-
 pub async fn live(pool: &PgPool, id: UserId) -> Result<Option<LiveUser>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Platform).await?;
-    let row: Option<LiveRow> = sqlx::query_as(
-        r"
-        SELECT u.tenant_id, u.role, t.scopes, t.ip_allowlist
+    let row = sqlx::query!(
+        r#"
+        SELECT u.tenant_id AS "tenant_id: TenantId", u.role,
+               t.scopes AS "scopes?", t.ip_allowlist AS "ip_allowlist?"
         FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id
         WHERE u.user_id = $1 AND u.enabled AND (u.tenant_id IS NULL OR t.enabled)
-        ",
+        "#,
+        id.0,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -412,8 +448,7 @@ pub async fn username(
     id: UserId,
 ) -> Result<Option<String>, sqlx::Error> {
     let mut tx = db::begin(pool, tenant.map_or(Scope::Platform, Scope::Tenant)).await?;
-    let name = sqlx::query_scalar("SELECT username FROM users WHERE user_id = $1")
-        .bind(id)
+    let name = sqlx::query_scalar!("SELECT username FROM users WHERE user_id = $1", id.0)
         .fetch_optional(&mut *tx)
         .await?;
     tx.commit().await?;
