@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Make Postgres and RabbitMQ reachable for development, tests and the demo.
+# Make Postgres, RabbitMQ and Redis reachable for development, tests and the demo.
 #
 #   Postgres  target: GATEHOUSE_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/gatehouse)
 #   RabbitMQ  target: GATEHOUSE_AMQP_URL     (default amqp://guest:guest@127.0.0.1:5672/%2f)
+#   Redis     target: GATEHOUSE_REDIS_URL    (default redis://127.0.0.1:6379; rate limits)
 #
 # Idempotent: when a service already answers, nothing is started or installed.
 # Otherwise, for a local target (127.0.0.1 / localhost / ::1) only:
@@ -10,6 +11,8 @@
 #             postgresql, start it, and trust TCP logins from 127.0.0.1/::1.
 #   RabbitMQ: `rabbitmq-server -detached`, after apt-get install rabbitmq-server if needed,
 #             then wait for the port and `rabbitmqctl await_startup`.
+#   Redis:    `redis-server --daemonize yes` (no persistence: rate-limit windows only),
+#             after apt-get install redis-server if needed.
 # A remote target is only probed. Prints one line per service on stdout, e.g.
 # "postgres: up (127.0.0.1:5432)"; progress and errors go to stderr. Exits 1 if a
 # service could not be made reachable.
@@ -284,7 +287,39 @@ ensure_rabbitmq() {
     echo "rabbitmq: up ($URL_SHOW; started)"
 }
 
+# ---------------------------------------------------------------------------- redis
+ensure_redis() {
+    local url="${GATEHOUSE_REDIS_URL:-redis://127.0.0.1:6379}"
+    parse_url "$url" 6379 || { echo "redis: bad GATEHOUSE_REDIS_URL"; return 1; }
+    if tcp_open "$URL_HOST" "$URL_PORT"; then
+        echo "redis: up ($URL_SHOW)"
+        return 0
+    fi
+    if ! is_local "$URL_HOST"; then
+        echo "redis: UNREACHABLE at $URL_SHOW (remote host: not starting anything)"
+        return 1
+    fi
+    if ! command -v redis-server >/dev/null 2>&1; then
+        apt_install redis-server || { echo "redis: install failed"; return 1; }
+    fi
+    note "redis: starting (redis-server --daemonize yes) ..."
+    mkdir -p /tmp/gatehouse-redis
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$URL_PORT" --save "" \
+        --appendonly no --dir /tmp/gatehouse-redis \
+        --logfile /tmp/gatehouse-redis/redis.log >/dev/null 2>&1 </dev/null || true
+    for _ in $(seq 1 50); do
+        if tcp_open "$URL_HOST" "$URL_PORT"; then
+            echo "redis: up ($URL_SHOW; started)"
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "redis: UNREACHABLE at $URL_SHOW after starting it"
+    return 1
+}
+
 rc=0
 ensure_postgres || rc=1
 ensure_rabbitmq || rc=1
+ensure_redis || rc=1
 exit "$rc"

@@ -7,7 +7,7 @@
 //! replica — no per-process cache to wait out. The user's *current* role applies, not the one
 //! in the token. Finally the tenant's IP allowlist is enforced.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use gatehouse_common::types::{KeyId, Role, TenantId, UserId};
@@ -17,6 +17,7 @@ use crate::{
     error::ApiError,
     identity::jwt::Claims,
     network::{self, ClientIp},
+    ratelimit,
     state::AppState,
     store::{keys, users},
 };
@@ -53,6 +54,10 @@ pub struct Principal {
     pub scopes: Vec<String>,
     pub via: Via,
     pub client_ip: IpAddr,
+    /// The rate limits in force for this principal (tenant, and key for API keys).
+    pub limits: Arc<ratelimit::Limits>,
+    /// Where this request's rate-limit standings go (its response headers).
+    pub slot: Option<ratelimit::Slot>,
 }
 
 impl Principal {
@@ -73,6 +78,14 @@ impl Principal {
             Subject::Key(id) => Some(id),
             Subject::User(_) => None,
         }
+    }
+
+    /// Counts `n` submitted items against the items-per-minute limits (429 past one).
+    pub async fn consume_items(&self, state: &AppState, n: usize) -> Result<(), ApiError> {
+        state
+            .rate_limiter
+            .check(self.slot.as_ref(), &self.limits.items, n as i64)
+            .await
     }
 
     pub fn has_scope(&self, scope: &str) -> bool {
@@ -120,11 +133,11 @@ impl FromRequestParts<AppState> for Principal {
             .await
             .map_err(|_| ApiError::Internal("client address unavailable".into()))?;
         let token = bearer(parts)?;
-        let (principal, allowlist) = if token.starts_with(keys::KEY_PREFIX) {
+        let (mut principal, allowlist) = if token.starts_with(keys::KEY_PREFIX) {
             let key = keys::verify(&state.pool, token)
                 .await?
                 .ok_or_else(invalid)?;
-            from_key(key, Via::ApiKey, None, client_ip)
+            from_key(state, key, Via::ApiKey, None, client_ip)
         } else {
             let claims = state.tokens.verify(token).await.map_err(|error| {
                 tracing::debug!(%error, "token rejected");
@@ -138,11 +151,18 @@ impl FromRequestParts<AppState> for Principal {
                 detail: format!("requests from {client_ip} are not allowed for this tenant"),
             });
         }
+        // Every authenticated request counts against the requests-per-minute limits.
+        principal.slot = parts.extensions.get::<ratelimit::Slot>().cloned();
+        state
+            .rate_limiter
+            .check(principal.slot.as_ref(), &principal.limits.requests, 1)
+            .await?;
         Ok(principal)
     }
 }
 
 fn from_key(
+    state: &AppState,
     key: keys::LiveKey,
     via: Via,
     token_scopes: Option<&str>,
@@ -160,6 +180,15 @@ fn from_key(
         }
         None => key.scopes,
     };
+    let limits = ratelimit::Limits::of(
+        &state.rate_limiter.config,
+        &key.tenant_id.to_string(),
+        ratelimit::RateSettings::from_json(&key.tenant_rate_limits),
+        Some((
+            &key.key_id.to_string(),
+            ratelimit::RateSettings::from_json(&key.rate_limits),
+        )),
+    );
     (
         Principal {
             subject: Subject::Key(key.key_id),
@@ -168,6 +197,8 @@ fn from_key(
             scopes,
             via,
             client_ip,
+            limits: Arc::new(limits),
+            slot: None,
         },
         key.ip_allowlist,
     )
@@ -183,7 +214,13 @@ async fn from_claims(
         if claims.tid.as_deref() != Some(key.tenant_id.to_string().as_str()) {
             return Err(invalid());
         }
-        return Ok(from_key(key, Via::Token, Some(&claims.scope), client_ip));
+        return Ok(from_key(
+            state,
+            key,
+            Via::Token,
+            Some(&claims.scope),
+            client_ip,
+        ));
     }
     let user_id: UserId = claims.sub.parse().map_err(|_| invalid())?;
     let user = users::live(&state.pool, user_id)
@@ -196,6 +233,15 @@ async fn from_claims(
         Role::Admin | Role::Reviewer => user.tenant_scopes,
         _ => Vec::new(),
     };
+    let limits = match user.tenant_id {
+        Some(tenant) => ratelimit::Limits::of(
+            &state.rate_limiter.config,
+            &tenant.to_string(),
+            ratelimit::RateSettings::from_json(&user.tenant_rate_limits),
+            None,
+        ),
+        None => ratelimit::Limits::default(),
+    };
     Ok((
         Principal {
             subject: Subject::User(user.user_id),
@@ -204,6 +250,8 @@ async fn from_claims(
             scopes,
             via: Via::Token,
             client_ip,
+            limits: Arc::new(limits),
+            slot: None,
         },
         user.ip_allowlist,
     ))

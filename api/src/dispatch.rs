@@ -40,6 +40,8 @@ pub struct Dispatcher {
     tenant_max_in_flight: i64,
     max_in_flight: i64,
     release_timeout: Duration,
+    metrics_tenants: Vec<String>,
+    quota_defaults: gatehouse_common::job::quota::QuotaDefaults,
 }
 
 struct Release {
@@ -62,6 +64,8 @@ impl Dispatcher {
             tenant_max_in_flight: capacity.tenant_max_in_flight_chunks,
             max_in_flight: capacity.max_in_flight_chunks,
             release_timeout: capacity.release_timeout,
+            metrics_tenants: capacity.metrics_tenants.clone(),
+            quota_defaults: crate::capacity::admission(capacity).quota_defaults,
         }
     }
 
@@ -81,6 +85,7 @@ impl Dispatcher {
             if last_gauge.elapsed() > Duration::from_secs(2) {
                 last_gauge = tokio::time::Instant::now();
                 self.record_backlog().await;
+                self.record_quotas().await;
             }
             if last_sweep.elapsed() > Duration::from_secs(30) {
                 last_sweep = tokio::time::Instant::now();
@@ -266,6 +271,55 @@ impl Dispatcher {
                     .map_or(0, |r| r.items);
                 metrics::gauge!("gatehouse_backlog_items", "lane" => lane.as_str())
                     .set(items as f64);
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    /// `gatehouse_quota_used{tenant,quota}` and `gatehouse_quota_limit{tenant,quota}` for the
+    /// tenants an operator listed in `GATEHOUSE_METRICS_TENANTS` (bounded labels).
+    async fn record_quotas(&self) {
+        if self.metrics_tenants.is_empty() {
+            return;
+        }
+        let now = chrono::Utc::now();
+        for slug in &self.metrics_tenants {
+            let tenant = async {
+                let mut tx = db::begin(&self.pool, Scope::Platform).await?;
+                let id = sqlx::query_scalar!(
+                    r#"SELECT tenant_id AS "id: TenantId" FROM tenants WHERE slug = $1"#,
+                    slug
+                )
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(id)
+            }
+            .await;
+            let Ok(Some(tenant)) = tenant else { continue };
+            let quote = gatehouse_common::job::store::quote(
+                &self.pool,
+                tenant,
+                JobKind::Moderate,
+                gatehouse_common::job::quota::Cost {
+                    items: 0,
+                    characters: 0,
+                },
+                now,
+                self.quota_defaults,
+            )
+            .await;
+            let Ok((states, _)) = quote else { continue };
+            for state in states {
+                let labels = [
+                    ("tenant", slug.clone()),
+                    ("quota", state.quota.name.clone()),
+                ];
+                metrics::gauge!("gatehouse_quota_used", &labels).set(state.used as f64);
+                if let Some(limit) = state.quota.limit {
+                    metrics::gauge!("gatehouse_quota_limit", &labels).set(limit as f64);
+                }
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod identity;
 pub mod network;
 pub mod openai;
 pub mod policy;
+pub mod ratelimit;
 pub mod relay;
 pub mod routes;
 pub mod server;
@@ -53,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         None => router,
     };
     router
+        .layer(middleware::from_fn(ratelimit::headers))
         .layer(middleware::from_fn(error::problem_layer))
         .layer(middleware::from_fn(telemetry::record))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

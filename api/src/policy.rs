@@ -93,6 +93,12 @@ pub const MODERATION_POLICY_MANAGE: Rule = Rule {
     roles: &[Admin],
     api_key_only: false,
 };
+/// Usage and quota state: tenant admins their tenant's, operators any tenant's.
+pub const USAGE_READ: Rule = Rule {
+    name: "usage.read",
+    roles: &[Superadmin, Admin],
+    api_key_only: false,
+};
 /// Tenants (platform operators).
 pub const TENANTS_MANAGE: Rule = Rule {
     name: "tenants.manage",
@@ -116,6 +122,7 @@ pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("GET", "/v1/keys", &KEYS_MANAGE),
     ("POST", "/v1/keys/{id}/rotate", &KEYS_MANAGE),
     ("DELETE", "/v1/keys/{id}", &KEYS_MANAGE),
+    ("PATCH", "/v1/keys/{id}", &KEYS_MANAGE),
     ("POST", "/v1/users", &USERS_MANAGE),
     ("GET", "/v1/users", &USERS_MANAGE),
     ("PATCH", "/v1/users/{id}", &USERS_MANAGE),
@@ -139,6 +146,7 @@ pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("POST", "/v1/tenants", &TENANTS_MANAGE),
     ("GET", "/v1/tenants", &TENANTS_MANAGE),
     ("PATCH", "/v1/tenants/{id}", &TENANTS_MANAGE),
+    ("GET", "/v1/usage", &USAGE_READ),
 ];
 
 impl Principal {

@@ -35,6 +35,7 @@ pub struct AppState {
     pub sync_waiters: Arc<tokio::sync::Semaphore>,
     /// Wakes the dispatcher (a bulk job was accepted).
     pub dispatch_notify: Arc<Notify>,
+    pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +73,7 @@ impl AppState {
         let sync_waiters = Arc::new(tokio::sync::Semaphore::new(
             config.capacity.max_sync_waiters,
         ));
+        let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::new(&config.rate_limits));
         Ok(Self {
             pool,
             config: Arc::new(config),
@@ -86,6 +88,7 @@ impl AppState {
             clock: gatehouse_common::clock::Clock::system(),
             sync_waiters,
             dispatch_notify,
+            rate_limiter,
         })
     }
 }

@@ -16,6 +16,7 @@ pub enum Action {
     KeyCreated,
     KeyRotated,
     KeyRevoked,
+    KeyChanged,
     UserCreated,
     UserRoleChanged,
     UserDisabled,
@@ -32,12 +33,13 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::TenantCreated,
         Action::TenantChanged,
         Action::KeyCreated,
         Action::KeyRotated,
         Action::KeyRevoked,
+        Action::KeyChanged,
         Action::UserCreated,
         Action::UserRoleChanged,
         Action::UserDisabled,
@@ -60,6 +62,7 @@ impl Action {
             Action::KeyCreated => "key.created",
             Action::KeyRotated => "key.rotated",
             Action::KeyRevoked => "key.revoked",
+            Action::KeyChanged => "key.changed",
             Action::UserCreated => "user.created",
             Action::UserRoleChanged => "user.role_changed",
             Action::UserDisabled => "user.disabled",

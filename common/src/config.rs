@@ -53,16 +53,12 @@ pub struct Limits {
 }
 
 /// Capacity between tenants: quota defaults, backlog bounds, sync admission.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CapacityConfig {
     /// `GATEHOUSE_DEFAULT_DAILY_ITEMS`: a tenant's daily items unless set (empty: unlimited).
     pub default_daily_items: Option<i64>,
     /// `GATEHOUSE_DEFAULT_DAILY_CHARACTERS`: daily characters unless set (empty: unlimited).
     pub default_daily_characters: Option<i64>,
-    /// `GATEHOUSE_DEFAULT_REQUESTS_PER_MINUTE`: per tenant unless set (empty: unlimited).
-    pub default_requests_per_minute: Option<i64>,
-    /// `GATEHOUSE_DEFAULT_ITEMS_PER_MINUTE`: per tenant unless set (empty: unlimited).
-    pub default_items_per_minute: Option<i64>,
     /// `GATEHOUSE_TENANT_MAX_BACKLOG_ITEMS`: one tenant's bulk items not yet processed.
     pub tenant_max_backlog_items: Option<i64>,
     /// `GATEHOUSE_MAX_BACKLOG_ITEMS`: all tenants' bulk items not yet processed.
@@ -82,6 +78,26 @@ pub struct CapacityConfig {
     /// `GATEHOUSE_RELEASE_TIMEOUT_SECS`: a released chunk never claimed this long is released
     /// again (its message was lost).
     pub release_timeout: Duration,
+    /// `GATEHOUSE_METRICS_TENANTS`: tenant slugs whose quota use is exported with a `tenant`
+    /// label (at most 50; empty: none, labels stay bounded).
+    pub metrics_tenants: Vec<String>,
+}
+
+/// Rate limits (Redis; `api/src/ratelimit.rs`).
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    /// `GATEHOUSE_REDIS_URL`.
+    pub redis_url: String,
+    /// `GATEHOUSE_REDIS_PREFIX`: prefix of every Redis key (one per deployment; tests: one each).
+    pub redis_prefix: String,
+    /// `GATEHOUSE_RATE_LIMIT_FAIL_OPEN`: let requests through when Redis is unreachable.
+    pub fail_open: bool,
+    /// `GATEHOUSE_DEFAULT_REQUESTS_PER_MINUTE` / `..._ITEMS_PER_MINUTE`: per tenant unless set.
+    pub default_tenant_requests_per_minute: Option<i64>,
+    pub default_tenant_items_per_minute: Option<i64>,
+    /// `GATEHOUSE_DEFAULT_KEY_REQUESTS_PER_MINUTE` / `..._ITEMS_PER_MINUTE`: per API key unless set.
+    pub default_key_requests_per_minute: Option<i64>,
+    pub default_key_items_per_minute: Option<i64>,
 }
 
 /// What one HTTP connection may cost an api replica (`api/src/server.rs`).
@@ -159,6 +175,7 @@ pub struct Config {
     pub limits: Limits,
     pub server: ServerLimits,
     pub capacity: CapacityConfig,
+    pub rate_limits: RateLimitConfig,
     /// `GATEHOUSE_CHUNK_ITEMS`: items per queue message.
     pub chunk_items: usize,
     /// `GATEHOUSE_SYNC_WAIT_MS`: how long the sync endpoints wait before answering 202.
@@ -216,7 +233,7 @@ impl Config {
                 "GATEHOUSE_AMQP_URL",
                 "amqp://guest:guest@127.0.0.1:5672/%2f".to_string(),
             )?,
-            queue_prefix,
+            queue_prefix: queue_prefix.clone(),
             api_listen: env.get(
                 "GATEHOUSE_API_LISTEN",
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -271,9 +288,6 @@ impl Config {
             capacity: CapacityConfig {
                 default_daily_items: env.optional("GATEHOUSE_DEFAULT_DAILY_ITEMS")?,
                 default_daily_characters: env.optional("GATEHOUSE_DEFAULT_DAILY_CHARACTERS")?,
-                default_requests_per_minute: env
-                    .optional("GATEHOUSE_DEFAULT_REQUESTS_PER_MINUTE")?,
-                default_items_per_minute: env.optional("GATEHOUSE_DEFAULT_ITEMS_PER_MINUTE")?,
                 tenant_max_backlog_items: Some(
                     env.positive("GATEHOUSE_TENANT_MAX_BACKLOG_ITEMS", 1_000_000)?,
                 ),
@@ -289,6 +303,29 @@ impl Config {
                 release_timeout: Duration::from_secs(
                     env.positive("GATEHOUSE_RELEASE_TIMEOUT_SECS", 600)?,
                 ),
+                metrics_tenants: {
+                    let list = env.list("GATEHOUSE_METRICS_TENANTS")?;
+                    if list.len() > 50 {
+                        return Err(ConfigError {
+                            var: "GATEHOUSE_METRICS_TENANTS",
+                            message: "at most 50 tenants (labels must stay bounded)".into(),
+                        });
+                    }
+                    list
+                },
+            },
+            rate_limits: RateLimitConfig {
+                redis_url: env.get("GATEHOUSE_REDIS_URL", "redis://127.0.0.1:6379".to_string())?,
+                redis_prefix: env.get("GATEHOUSE_REDIS_PREFIX", queue_prefix.clone())?,
+                fail_open: env.get("GATEHOUSE_RATE_LIMIT_FAIL_OPEN", true)?,
+                default_tenant_requests_per_minute: env
+                    .optional("GATEHOUSE_DEFAULT_REQUESTS_PER_MINUTE")?,
+                default_tenant_items_per_minute: env
+                    .optional("GATEHOUSE_DEFAULT_ITEMS_PER_MINUTE")?,
+                default_key_requests_per_minute: env
+                    .optional("GATEHOUSE_DEFAULT_KEY_REQUESTS_PER_MINUTE")?,
+                default_key_items_per_minute: env
+                    .optional("GATEHOUSE_DEFAULT_KEY_ITEMS_PER_MINUTE")?,
             },
             chunk_items: env.positive("GATEHOUSE_CHUNK_ITEMS", 100)?,
             sync_wait: Duration::from_millis(env.get("GATEHOUSE_SYNC_WAIT_MS", 10_000)?),

@@ -77,9 +77,34 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                     enabled,
                     scopes,
                     ip_allowlist,
+                    daily_items,
+                    daily_characters,
+                    requests_per_minute,
+                    items_per_minute,
+                    weight,
                 },
         } => {
             let tenant = tenant_arg(&pool, &tenant).await?;
+            let mut quotas = serde_json::Map::new();
+            if let Some(l) = daily_items {
+                quotas.insert("daily_items".into(), serde_json::json!(l.0));
+            }
+            if let Some(l) = daily_characters {
+                quotas.insert("daily_characters".into(), serde_json::json!(l.0));
+            }
+            let mut rates = serde_json::Map::new();
+            if let Some(l) = requests_per_minute {
+                if l.0 == Some(0) {
+                    bail!("--requests-per-minute must be at least 1 (or `unlimited`)");
+                }
+                rates.insert("requests_per_minute".into(), serde_json::json!(l.0));
+            }
+            if let Some(l) = items_per_minute {
+                if l.0 == Some(0) {
+                    bail!("--items-per-minute must be at least 1 (or `unlimited`)");
+                }
+                rates.insert("items_per_minute".into(), serde_json::json!(l.0));
+            }
             if let Some(bad) = scopes
                 .iter()
                 .flatten()
@@ -93,6 +118,9 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 enabled,
                 scopes,
                 ip_allowlist,
+                quotas: (!quotas.is_empty()).then_some(serde_json::Value::Object(quotas)),
+                rate_limits: (!rates.is_empty()).then_some(serde_json::Value::Object(rates)),
+                weight,
             };
             let scope = gatehouse_common::db::Scope::Platform;
             serde_json::to_value(

@@ -132,7 +132,38 @@ pub enum TenantCommand {
         /// Comma-separated CIDRs; an empty value clears the allowlist.
         #[arg(long, value_delimiter = ',')]
         ip_allowlist: Option<Vec<String>>,
+        /// Items per UTC day, all kinds together (a number, or `unlimited`).
+        #[arg(long, value_parser = parse_limit)]
+        daily_items: Option<Limit>,
+        /// Characters per UTC day, all kinds together (a number, or `unlimited`).
+        #[arg(long, value_parser = parse_limit)]
+        daily_characters: Option<Limit>,
+        /// Requests per minute for the whole tenant (a number, or `unlimited`).
+        #[arg(long, value_parser = parse_limit)]
+        requests_per_minute: Option<Limit>,
+        /// Items per minute for the whole tenant (a number, or `unlimited`).
+        #[arg(long, value_parser = parse_limit)]
+        items_per_minute: Option<Limit>,
+        /// Share of the workers against other tenants (1–100).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=100))]
+        weight: Option<i32>,
     },
+}
+
+/// A limit on the command line: a number, or `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit(pub Option<i64>);
+
+fn parse_limit(raw: &str) -> Result<Limit, String> {
+    if raw.eq_ignore_ascii_case("unlimited") || raw.eq_ignore_ascii_case("null") {
+        return Ok(Limit(None));
+    }
+    match raw.parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(Limit(Some(n))),
+        _ => Err(format!(
+            "`{raw}`: expected a non-negative number or `unlimited`"
+        )),
+    }
 }
 
 #[derive(Debug, Subcommand)]

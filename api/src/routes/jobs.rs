@@ -145,6 +145,7 @@ async fn create(
     if body.dry_run {
         return dry_run(&state, tenant_id, kind, &items).await;
     }
+    principal.consume_items(&state, count).await?;
     let actor = principal.actor();
     let admission = capacity::admission(&state.config.capacity);
     let submitted = store::submit(

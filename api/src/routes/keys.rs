@@ -18,6 +18,7 @@ use crate::{
     error::ApiError,
     extract::{ApiJson, ApiQuery, Line},
     policy,
+    ratelimit::RateSettings,
     state::AppState,
     store::{
         keys::{self, ApiKey, NewKey},
@@ -29,7 +30,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/keys", get(list).post(create))
         .route("/v1/keys/{id}/rotate", post(rotate))
-        .route("/v1/keys/{id}", delete(revoke))
+        .route("/v1/keys/{id}", delete(revoke).patch(change))
 }
 
 #[derive(Deserialize)]
@@ -39,6 +40,9 @@ struct CreateKey {
     scopes: Vec<String>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
+    /// Per-key limits: `{"requests_per_minute": N, "items_per_minute": N}` (`null`: none).
+    #[serde(default)]
+    rate_limits: Option<RateSettings>,
 }
 
 fn with_secret(key: &ApiKey, token: String) -> Value {
@@ -55,6 +59,9 @@ async fn create(
     principal.require(&policy::KEYS_MANAGE)?;
     let ApiJson(body) = body?;
     let tenant = principal.tenant()?;
+    if let Some(limits) = &body.rate_limits {
+        limits.validate("rate_limits")?;
+    }
     let name = body.name.as_str();
     let scopes = super::bounded_set("scopes", body.scopes, super::MAX_SCOPES)?;
     if scopes.is_empty() {
@@ -88,6 +95,19 @@ async fn create(
         },
     )
     .await?;
+    let key = match body.rate_limits {
+        Some(limits) => keys::set_rate_limits(
+            &state.pool,
+            tenant,
+            key.key_id,
+            serde_json::to_value(limits).unwrap_or_default(),
+            &principal.actor(),
+            Some(principal.client_ip),
+        )
+        .await?
+        .unwrap_or(key),
+        None => key,
+    };
     Ok((StatusCode::CREATED, Json(with_secret(&key, token))))
 }
 
@@ -146,6 +166,36 @@ async fn revoke(
         &state.pool,
         principal.tenant()?,
         key_id,
+        &principal.actor(),
+        Some(principal.client_ip),
+    )
+    .await?
+    .map(Json)
+    .ok_or(ApiError::NotFound)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeKey {
+    rate_limits: RateSettings,
+}
+
+/// `PATCH /v1/keys/{id}` `{"rate_limits": {...}}`: a tenant admin sets a key's own limits.
+async fn change(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    body: Result<ApiJson<ChangeKey>, ApiError>,
+) -> Result<Json<ApiKey>, ApiError> {
+    principal.require(&policy::KEYS_MANAGE)?;
+    let ApiJson(body) = body?;
+    let key_id: KeyId = id.parse().map_err(|_| ApiError::NotFound)?;
+    body.rate_limits.validate("rate_limits")?;
+    keys::set_rate_limits(
+        &state.pool,
+        principal.tenant()?,
+        key_id,
+        serde_json::to_value(body.rate_limits).unwrap_or_default(),
         &principal.actor(),
         Some(principal.client_ip),
     )

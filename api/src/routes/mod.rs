@@ -11,6 +11,7 @@ pub mod moderations;
 pub mod sync;
 pub mod tenants;
 pub mod translations;
+pub mod usage;
 pub mod users;
 
 use axum::Router;
@@ -30,6 +31,7 @@ pub fn router() -> Router<AppState> {
         .merge(translations::router())
         .merge(moderations::router())
         .merge(moderation_policy::router())
+        .merge(usage::router())
 }
 
 /// `?limit=&after=`: keyset pagination over time-ordered ids.

@@ -46,6 +46,7 @@ pub async fn submit_and_wait(
     let kind = options.kind();
     // Admission control: a bounded number of waiters per replica, the rest 503 at once.
     let _place = capacity::admit_sync(state)?;
+    principal.consume_items(state, items.len()).await?;
     // Subscribe before the job exists, so its notification cannot be missed.
     let mut done = state.waiter.subscribe();
     let actor = principal.actor();

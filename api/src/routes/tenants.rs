@@ -7,12 +7,13 @@ use axum::{
     http::StatusCode,
     routing::{get, patch},
 };
+use gatehouse_common::job::quota::{self, QuotaSettings};
 use gatehouse_common::{
     db::Scope,
     types::{SCOPES, TenantId},
 };
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Page, PageQuery, check_scopes};
 use crate::{
@@ -20,6 +21,7 @@ use crate::{
     error::ApiError,
     extract::{ApiJson, ApiQuery, Line},
     policy,
+    ratelimit::RateSettings,
     state::AppState,
     store::tenants::{self, NewTenant, Tenant, TenantChanges},
 };
@@ -35,11 +37,11 @@ pub fn router() -> Router<AppState> {
 async fn own(
     State(state): State<AppState>,
     principal: Principal,
-) -> Result<Json<Tenant>, ApiError> {
+) -> Result<Json<TenantView>, ApiError> {
     principal.require(&policy::TENANT_SETTINGS)?;
     tenants::get(&state.pool, principal.tenant()?)
         .await?
-        .map(Json)
+        .map(|t| Json(view(&state, t)))
         .ok_or(ApiError::NotFound)
 }
 
@@ -58,7 +60,7 @@ async fn update_own(
     State(state): State<AppState>,
     principal: Principal,
     body: Result<ApiJson<UpdateOwnTenant>, ApiError>,
-) -> Result<Json<Tenant>, ApiError> {
+) -> Result<Json<TenantView>, ApiError> {
     principal.require(&policy::TENANT_SETTINGS)?;
     let ApiJson(body) = body?;
     let id = principal.tenant()?;
@@ -79,7 +81,7 @@ async fn update_own(
         Scope::Tenant(id),
     )
     .await?
-    .map(Json)
+    .map(|t| Json(view(&state, t)))
     .ok_or(ApiError::NotFound)
 }
 
@@ -138,7 +140,7 @@ async fn create(
     State(state): State<AppState>,
     principal: Principal,
     body: Result<ApiJson<CreateTenant>, ApiError>,
-) -> Result<(StatusCode, Json<Tenant>), ApiError> {
+) -> Result<(StatusCode, Json<TenantView>), ApiError> {
     principal.require(&policy::TENANTS_MANAGE)?;
     let ApiJson(body) = body?;
     let name = body.name.as_str();
@@ -174,7 +176,7 @@ async fn create(
     )
     .await;
     match created {
-        Ok(tenant) => Ok((StatusCode::CREATED, Json(tenant))),
+        Ok(tenant) => Ok((StatusCode::CREATED, Json(view(&state, tenant)))),
         Err(e)
             if e.as_database_error()
                 .is_some_and(|d| d.is_unique_violation()) =>
@@ -192,11 +194,14 @@ async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Page<Tenant>>, ApiError> {
+) -> Result<Json<Page<TenantView>>, ApiError> {
     principal.require(&policy::TENANTS_MANAGE)?;
     let limit = page.limit()?;
     let tenants = tenants::list(&state.pool, page.after::<TenantId>()?, limit).await?;
-    Ok(Json(Page::new(tenants, limit, |t| t.tenant_id.to_string())))
+    let views = tenants.into_iter().map(|t| view(&state, t)).collect();
+    Ok(Json(Page::new(views, limit, |t: &TenantView| {
+        t.tenant.tenant_id.to_string()
+    })))
 }
 
 #[derive(Deserialize)]
@@ -210,6 +215,15 @@ struct UpdateTenant {
     scopes: Option<Vec<String>>,
     #[serde(default)]
     ip_allowlist: Option<Vec<String>>,
+    /// `{"daily_items": N, "daily_characters": N, "per_kind": {...}}`; `null` = unlimited.
+    #[serde(default)]
+    quotas: Option<QuotaSettings>,
+    /// `{"requests_per_minute": N, "items_per_minute": N}`; `null` = unlimited.
+    #[serde(default)]
+    rate_limits: Option<RateSettings>,
+    /// Share of the workers against other tenants, 1–100 (default 1).
+    #[serde(default)]
+    weight: Option<i32>,
 }
 
 async fn update(
@@ -217,7 +231,7 @@ async fn update(
     principal: Principal,
     Path(id): Path<String>,
     body: Result<ApiJson<UpdateTenant>, ApiError>,
-) -> Result<Json<Tenant>, ApiError> {
+) -> Result<Json<TenantView>, ApiError> {
     principal.require(&policy::TENANTS_MANAGE)?;
     let ApiJson(body) = body?;
     let id: TenantId = id.parse().map_err(|_| ApiError::NotFound)?;
@@ -228,6 +242,23 @@ async fn update(
     if let Some(scopes) = &scopes {
         check_scopes("scopes", scopes, &all_scopes())?;
     }
+    if let Some(quotas) = &body.quotas {
+        quotas
+            .validate()
+            .map_err(|(field, detail)| ApiError::invalid("invalid_quota", field, detail))?;
+    }
+    if let Some(limits) = &body.rate_limits {
+        limits.validate("rate_limits")?;
+    }
+    if let Some(w) = body.weight
+        && !(1..=100).contains(&w)
+    {
+        return Err(ApiError::invalid(
+            "invalid_weight",
+            "weight",
+            "weight must be between 1 and 100",
+        ));
+    }
     let changes = TenantChanges {
         name: body.name.map(Line::into_inner),
         enabled: body.enabled,
@@ -236,6 +267,13 @@ async fn update(
             .ip_allowlist
             .map(|list| parse_allowlist(&state, list))
             .transpose()?,
+        quotas: body
+            .quotas
+            .map(|q| serde_json::to_value(q).unwrap_or_default()),
+        rate_limits: body
+            .rate_limits
+            .map(|r| serde_json::to_value(r).unwrap_or_default()),
+        weight: body.weight,
     };
     tenants::update(
         &state.pool,
@@ -246,6 +284,52 @@ async fn update(
         Scope::Platform,
     )
     .await?
-    .map(Json)
+    .map(|t| Json(view(&state, t)))
     .ok_or(ApiError::NotFound)
+}
+
+/// A tenant as the api shows it: the stored settings (`quotas`, `rate_limits`: what the
+/// operator set; a key absent means the deployment's default) and what is in force.
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    pub effective: Effective,
+}
+
+/// The limits in force for a tenant (`null` = unlimited).
+#[derive(Debug, Serialize)]
+pub struct Effective {
+    pub quotas: Vec<quota::Quota>,
+    pub rate_limits: EffectiveRates,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EffectiveRates {
+    pub requests_per_minute: Option<i64>,
+    pub items_per_minute: Option<i64>,
+}
+
+pub fn view(state: &AppState, tenant: Tenant) -> TenantView {
+    let settings: QuotaSettings = serde_json::from_value(tenant.quotas.clone()).unwrap_or_default();
+    let quotas = quota::effective(
+        &settings,
+        crate::capacity::admission(&state.config.capacity).quota_defaults,
+    );
+    let rates = RateSettings::from_json(&tenant.rate_limits);
+    let config = &state.config.rate_limits;
+    let (requests_per_minute, items_per_minute) = rates.effective((
+        config.default_tenant_requests_per_minute,
+        config.default_tenant_items_per_minute,
+    ));
+    TenantView {
+        tenant,
+        effective: Effective {
+            quotas,
+            rate_limits: EffectiveRates {
+                requests_per_minute,
+                items_per_minute,
+            },
+        },
+    }
 }

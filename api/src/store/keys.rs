@@ -33,6 +33,8 @@ pub struct ApiKey {
     pub last_used_at: Option<DateTime<Utc>>,
     pub rotated_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Per-key rate limits (`ratelimit::RateSettings`: absent = the default, `null` = none).
+    pub rate_limits: serde_json::Value,
 }
 
 fn sha256(secret: &str) -> [u8; 32] {
@@ -84,7 +86,7 @@ pub async fn create(pool: &PgPool, new: NewKey<'_>) -> Result<(ApiKey, String), 
         INSERT INTO api_keys (key_id, tenant_id, name, secret_sha256, scopes, expires_at, created_by)
         VALUES ($1, $2, $3, $4, $5, $6, $7)
         RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
-                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at, rate_limits
         "#,
         key_id.0,
         new.tenant.0,
@@ -122,7 +124,7 @@ pub async fn list(
         ApiKey,
         r#"
         SELECT key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
-               created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+               created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at, rate_limits
         FROM api_keys
         WHERE tenant_id = $1 AND ($2::uuid IS NULL OR key_id > $2)
         ORDER BY key_id
@@ -153,7 +155,7 @@ pub async fn revoke(
         UPDATE api_keys SET revoked_at = now(), previous_secret_sha256 = NULL, previous_valid_until = NULL
         WHERE tenant_id = $1 AND key_id = $2 AND revoked_at IS NULL
         RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
-                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at, rate_limits
         "#,
         tenant.0,
         key_id.0,
@@ -194,7 +196,7 @@ pub async fn rotate(
         ApiKey,
         r#"
         SELECT key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
-               created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+               created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at, rate_limits
         FROM api_keys WHERE tenant_id = $1 AND key_id = $2 AND revoked_at IS NULL FOR UPDATE
         "#,
         tenant.0,
@@ -248,7 +250,7 @@ pub async fn rotate(
             rotated_at = now()
         WHERE tenant_id = $1 AND key_id = $2
         RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
-                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at
+                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at, rate_limits
         "#,
         tenant.0,
         key_id.0,
@@ -299,6 +301,9 @@ pub struct LiveKey {
     /// The key's scopes that its tenant still grants.
     pub scopes: Vec<String>,
     pub ip_allowlist: Vec<IpNet>,
+    /// The key's and its tenant's rate-limit settings (JSON; `ratelimit::RateSettings`).
+    pub rate_limits: serde_json::Value,
+    pub tenant_rate_limits: serde_json::Value,
 }
 
 struct KeyRow {
@@ -308,6 +313,8 @@ struct KeyRow {
     previous_valid: bool,
     scopes: Vec<String>,
     ip_allowlist: Vec<IpNet>,
+    rate_limits: serde_json::Value,
+    tenant_rate_limits: serde_json::Value,
 }
 
 /// The live key row of `key_id` with its tenant's grants (`None`: revoked, expired, disabled
@@ -322,7 +329,7 @@ async fn live_row(
         SELECT k.tenant_id AS "tenant_id: TenantId", k.secret_sha256, k.previous_secret_sha256,
                coalesce(k.previous_valid_until > now(), false) AS "previous_valid!",
                ARRAY(SELECT unnest(k.scopes) INTERSECT SELECT unnest(t.scopes)) AS "scopes!",
-               t.ip_allowlist
+               t.ip_allowlist, k.rate_limits, t.rate_limits AS tenant_rate_limits
         FROM api_keys k JOIN tenants t ON t.tenant_id = k.tenant_id
         WHERE k.key_id = $1 AND k.revoked_at IS NULL AND t.enabled
           AND (k.expires_at IS NULL OR k.expires_at > now())
@@ -331,6 +338,49 @@ async fn live_row(
     )
     .fetch_optional(conn)
     .await
+}
+
+/// Lays `rate_limits` (JSON object) over a key's settings; `None` when the key is not the
+/// tenant's.
+pub async fn set_rate_limits(
+    pool: &PgPool,
+    tenant: TenantId,
+    key_id: KeyId,
+    rate_limits: serde_json::Value,
+    actor: &str,
+    client_ip: Option<std::net::IpAddr>,
+) -> Result<Option<ApiKey>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let key = sqlx::query_as!(
+        ApiKey,
+        r#"
+        UPDATE api_keys SET rate_limits = rate_limits || $3
+        WHERE key_id = $1 AND tenant_id = $2
+        RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
+                  created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at,
+                  rate_limits
+        "#,
+        key_id.0,
+        tenant.0,
+        rate_limits.clone(),
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if key.is_some() {
+        super::audit::record(
+            &mut tx,
+            super::audit::Event {
+                tenant: Some(tenant),
+                actor,
+                action: Action::KeyChanged,
+                client_ip,
+                details: serde_json::json!({ "key_id": key_id, "rate_limits": rate_limits }),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(key)
 }
 
 /// Splits `ghk_<id>_<secret>`; `None` when the shape is wrong.
@@ -382,6 +432,8 @@ pub async fn verify(pool: &PgPool, token: &str) -> Result<Option<LiveKey>, sqlx:
                 tenant_id: r.tenant_id,
                 scopes: r.scopes,
                 ip_allowlist: r.ip_allowlist,
+                rate_limits: r.rate_limits,
+                tenant_rate_limits: r.tenant_rate_limits,
             }))
         }
         _ => Ok(None),
@@ -399,6 +451,8 @@ pub async fn live(pool: &PgPool, key_id: KeyId) -> Result<Option<LiveKey>, sqlx:
         tenant_id: r.tenant_id,
         scopes: r.scopes,
         ip_allowlist: r.ip_allowlist,
+        rate_limits: r.rate_limits,
+        tenant_rate_limits: r.tenant_rate_limits,
     }))
 }
 

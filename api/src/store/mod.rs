@@ -6,4 +6,5 @@ pub mod keys;
 pub mod moderation_policies;
 pub mod signing_keys;
 pub mod tenants;
+pub mod usage;
 pub mod users;

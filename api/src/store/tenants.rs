@@ -18,6 +18,13 @@ pub struct Tenant {
     pub ip_allowlist: Vec<ipnet::IpNet>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Quota settings the operator set (`common::job::quota::QuotaSettings`; a key absent =
+    /// the deployment's default, `null` = unlimited).
+    pub quotas: serde_json::Value,
+    /// Rate-limit settings (`ratelimit::RateSettings`, same convention).
+    pub rate_limits: serde_json::Value,
+    /// Share of the workers relative to other tenants (fair scheduling), 1–100.
+    pub weight: i32,
 }
 
 /// `Acme Corp.` → `acme-corp`: lowercase ASCII letters and digits joined by single dashes.
@@ -60,7 +67,7 @@ pub async fn create(
         INSERT INTO tenants (tenant_id, name, slug, scopes, ip_allowlist)
         VALUES ($1, $2, $3, coalesce($4, '{moderate}'::text[]), $5)
         RETURNING tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-                  created_at, updated_at
+                  created_at, updated_at, quotas, rate_limits, weight
         "#,
         TenantId::new().0,
         name,
@@ -99,7 +106,7 @@ pub async fn list(
         Tenant,
         r#"
         SELECT tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-               created_at, updated_at
+               created_at, updated_at, quotas, rate_limits, weight
         FROM tenants WHERE ($1::uuid IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2
         "#,
         after.map(|t| t.0),
@@ -118,7 +125,7 @@ pub async fn get(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Er
         Tenant,
         r#"
         SELECT tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-               created_at, updated_at
+               created_at, updated_at, quotas, rate_limits, weight
         FROM tenants WHERE tenant_id = $1
         "#,
         id.0,
@@ -139,6 +146,13 @@ pub struct TenantChanges {
     pub scopes: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_allowlist: Option<Vec<ipnet::IpNet>>,
+    /// Laid over the stored settings key by key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limits: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i32>,
 }
 
 /// Applies `changes`; keys keep only the scopes the tenant still grants (checked at use).
@@ -160,16 +174,23 @@ pub async fn update(
             enabled = coalesce($3, enabled),
             scopes = coalesce($4, scopes),
             ip_allowlist = coalesce($5, ip_allowlist),
+            quotas = CASE WHEN $6::jsonb IS NULL THEN quotas ELSE quotas || $6::jsonb END,
+            rate_limits = CASE WHEN $7::jsonb IS NULL THEN rate_limits
+                               ELSE rate_limits || $7::jsonb END,
+            weight = coalesce($8, weight),
             updated_at = now()
         WHERE tenant_id = $1
         RETURNING tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-                  created_at, updated_at
+                  created_at, updated_at, quotas, rate_limits, weight
         "#,
         id.0,
         changes.name.as_deref(),
         changes.enabled,
         changes.scopes.as_deref(),
         changes.ip_allowlist.as_deref(),
+        changes.quotas.clone(),
+        changes.rate_limits.clone(),
+        changes.weight,
     )
     .fetch_optional(&mut *tx)
     .await?;

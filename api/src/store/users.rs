@@ -410,6 +410,8 @@ pub struct LiveUser {
     pub role: Role,
     pub tenant_scopes: Vec<String>,
     pub ip_allowlist: Vec<IpNet>,
+    /// The tenant's rate-limit settings (JSON; `{}` for operators).
+    pub tenant_rate_limits: serde_json::Value,
 }
 
 pub async fn live(pool: &PgPool, id: UserId) -> Result<Option<LiveUser>, sqlx::Error> {
@@ -417,7 +419,8 @@ pub async fn live(pool: &PgPool, id: UserId) -> Result<Option<LiveUser>, sqlx::E
     let row = sqlx::query!(
         r#"
         SELECT u.tenant_id AS "tenant_id: TenantId", u.role,
-               t.scopes AS "scopes?", t.ip_allowlist AS "ip_allowlist?"
+               t.scopes AS "scopes?", t.ip_allowlist AS "ip_allowlist?",
+               t.rate_limits AS "rate_limits?"
         FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id
         WHERE u.user_id = $1 AND u.enabled AND (u.tenant_id IS NULL OR t.enabled)
         "#,
@@ -436,6 +439,7 @@ pub async fn live(pool: &PgPool, id: UserId) -> Result<Option<LiveUser>, sqlx::E
                 .map_err(|e: String| sqlx::Error::Decode(e.into()))?,
             tenant_scopes: r.scopes.unwrap_or_default(),
             ip_allowlist: r.ip_allowlist.unwrap_or_default(),
+            tenant_rate_limits: r.rate_limits.unwrap_or_else(|| serde_json::json!({})),
         })
     })
     .transpose()

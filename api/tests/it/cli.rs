@@ -160,6 +160,45 @@ async fn migrate_creates_the_database_and_admin_commands_print_json() {
         updated["ip_allowlist"],
         serde_json::json!(["10.0.0.0/8", "192.0.2.7/32"])
     );
+    // Quotas, rate limits and the weight are operator settings on the CLI too.
+    let limited = json(&run(
+        &vars,
+        &[
+            "admin",
+            "tenant",
+            "update",
+            "--tenant",
+            tenant_id,
+            "--daily-items",
+            "5000",
+            "--daily-characters",
+            "unlimited",
+            "--requests-per-minute",
+            "600",
+            "--items-per-minute",
+            "20000",
+            "--weight",
+            "2",
+        ],
+    ));
+    assert_eq!(limited["quotas"]["daily_items"], 5000);
+    assert!(limited["quotas"]["daily_characters"].is_null());
+    assert_eq!(limited["rate_limits"]["requests_per_minute"], 600);
+    assert_eq!(limited["rate_limits"]["items_per_minute"], 20000);
+    assert_eq!(limited["weight"], 2);
+    let bad_limit = run(
+        &vars,
+        &[
+            "admin",
+            "tenant",
+            "update",
+            "--tenant",
+            tenant_id,
+            "--daily-items",
+            "-3",
+        ],
+    );
+    assert!(!bad_limit.status.success());
     let bad_scope = run(
         &vars,
         &[

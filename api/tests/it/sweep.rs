@@ -45,6 +45,7 @@ impl Tokens {
 /// Routes whose bodies are admin settings: an unknown field there must be refused.
 const STRICT: &[&str] = &[
     "/v1/keys",
+    "/v1/keys/{id}",
     "/v1/users",
     "/v1/users/{id}",
     "/v1/tenant",
@@ -91,6 +92,12 @@ fn examples() -> Vec<(&'static str, &'static str, Caller, Value)> {
             "/v1/keys",
             Caller::Admin,
             json!({"name": "sweep", "scopes": ["moderate"], "expires_at": "2031-01-01T00:00:00Z"}),
+        ),
+        (
+            "PATCH",
+            "/v1/keys/{id}",
+            Caller::Admin,
+            json!({"rate_limits": {"requests_per_minute": 1000, "items_per_minute": null}}),
         ),
         (
             "POST",
