@@ -30,7 +30,8 @@ KIND="${LOADTEST_KIND:-moderate}"
 case "$KIND" in
     moderate) TAG=loadtest; RESTART="make loadtest" ;;
     translate) TAG=translate; RESTART="bash loadtest/translate.sh" ;;
-    *) printf 'LOADTEST_KIND must be moderate or translate\n' >&2; exit 2 ;;
+    fairness) TAG=fairness; RESTART="bash loadtest/fairness.sh" ;;
+    *) printf 'LOADTEST_KIND must be moderate, translate or fairness\n' >&2; exit 2 ;;
 esac
 
 log() { printf '[%s] %s\n' "$TAG" "$*" >&2; }
@@ -122,6 +123,18 @@ GATEHOUSE_KEY="$(json_field key <<<"$key_json")" || die "unexpected output from 
 key_id="$(json_field id <<<"$key_json")" || key_id="?"
 unset key_json
 log "tenant $tenant_id ($name), key $key_id"
+
+if [[ "$KIND" == fairness ]]; then
+    # A second tenant (B), whose latency under A's load is what is measured.
+    tenant_b_json="$(admin tenant create --name "$name-b" --slug "lt-$TAG-$rand-b")" || exit 2
+    tenant_b="$(json_field id <<<"$tenant_b_json")" || die "unexpected output from admin tenant create"
+    key_b_json="$(admin key create --tenant "$tenant_b" --name "$TAG-b")" || exit 2
+    GATEHOUSE_KEY_B="$(json_field key <<<"$key_b_json")" || die "unexpected output from admin key create"
+    unset key_b_json
+    log "tenant B $tenant_b"
+    script=(fairness.py)
+    export GATEHOUSE_KEY_B
+fi
 
 # ---------------------------------------------------------------------------- run
 GATEHOUSE_KEY="$GATEHOUSE_KEY" exec "$PY" "$SCRIPT_DIR/${script[0]}" "${script[@]:1}" --api "$API_URL" "$@"
