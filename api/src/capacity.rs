@@ -31,6 +31,19 @@ pub fn admission(config: &CapacityConfig) -> Admission {
 pub fn submit_error(state: &AppState, error: SubmitError) -> ApiError {
     match error {
         SubmitError::Database(e) => ApiError::Database(e),
+        SubmitError::Refused(Refusal::InvalidLines { errors, total }) => {
+            ApiError::InvalidLines { errors, total }
+        }
+        SubmitError::Refused(Refusal::NoItems { invalid }) => ApiError::invalid(
+            "no_items",
+            "items",
+            format!("the input holds no valid item ({invalid} invalid lines)"),
+        ),
+        SubmitError::Refused(Refusal::TooManyItems { max }) => ApiError::invalid(
+            "too_many_items",
+            "items",
+            format!("more than {max} items (GATEHOUSE_MAX_ITEMS_PER_JOB)"),
+        ),
         SubmitError::Refused(Refusal::Quota(exceeded)) => {
             let q = &exceeded.state;
             let retry = (q.resets_at - state.clock.now()).num_seconds().max(1) as u64;

@@ -52,6 +52,14 @@ pub enum ApiError {
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
     #[error("{detail}")]
+    Gone { code: &'static str, detail: String },
+    /// Invalid input lines (`on_invalid: reject`): the first ones, and how many in all.
+    #[error("{total} invalid lines")]
+    InvalidLines {
+        errors: Vec<gatehouse_common::job::store::LineError>,
+        total: usize,
+    },
+    #[error("{detail}")]
     TooManyRequests {
         code: &'static str,
         detail: String,
@@ -133,6 +141,8 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
+            ApiError::InvalidLines { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -149,6 +159,7 @@ impl ApiError {
             ApiError::BadRequest { code, .. }
             | ApiError::Unprocessable { code, .. }
             | ApiError::Conflict { code, .. }
+            | ApiError::Gone { code, .. }
             | ApiError::TooManyRequests { code, .. }
             | ApiError::Overloaded { code, .. } => code,
             ApiError::Forbidden { .. } => "forbidden",
@@ -156,6 +167,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::NotFound => "not_found",
+            ApiError::InvalidLines { .. } => "invalid_lines",
             ApiError::RequestTimeout => "request_timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Database(e) if client_data_error(e).is_some() => "invalid_value",
@@ -250,6 +262,15 @@ impl IntoResponse for ApiError {
         let extra = match &self {
             ApiError::TooManyRequests { extra, .. } | ApiError::Overloaded { extra, .. } => {
                 extra.clone()
+            }
+            ApiError::InvalidLines { errors, total } => {
+                let mut extra = Map::new();
+                extra.insert("invalid_lines".into(), Value::from(*total as u64));
+                extra.insert(
+                    "errors".into(),
+                    serde_json::to_value(errors).unwrap_or(Value::Null),
+                );
+                extra
             }
             _ => Map::new(),
         };

@@ -9,11 +9,13 @@ pub mod dispatch;
 pub mod error;
 pub mod extract;
 pub mod identity;
+pub mod ingest;
 pub mod network;
 pub mod openai;
 pub mod policy;
 pub mod ratelimit;
 pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod server;
 pub mod state;
@@ -44,7 +46,7 @@ pub fn app(state: AppState) -> Router {
     let cors = network::cors_layer(&state.config.identity.cors_origins)
         .ok()
         .flatten();
-    let router = routes::router()
+    let router = routes::router(state.config.limits.max_file_bytes)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -99,6 +99,18 @@ pub const USAGE_READ: Rule = Rule {
     roles: &[Superadmin, Admin],
     api_key_only: false,
 };
+/// Upload and delete the tenant's files (inputs for jobs and batches).
+pub const FILES_WRITE: Rule = Rule {
+    name: "files.write",
+    roles: &[Admin, Reviewer, Service],
+    api_key_only: false,
+};
+/// List and download the tenant's files (uploads, batch output and error files).
+pub const FILES_READ: Rule = Rule {
+    name: "files.read",
+    roles: &[Admin, Reviewer, Service],
+    api_key_only: false,
+};
 /// Tenants (platform operators).
 pub const TENANTS_MANAGE: Rule = Rule {
     name: "tenants.manage",
@@ -115,6 +127,18 @@ pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("GET", "/v1/jobs/{id}", &JOBS_READ),
     ("GET", "/v1/jobs/{id}/results", &JOBS_READ),
     ("POST", "/v1/jobs/{id}/share", &JOBS_SHARE),
+    ("GET", "/v1/jobs/{id}/errors", &JOBS_READ),
+    ("POST", "/v1/jobs/{id}/cancel", &JOBS_SUBMIT),
+    ("POST", "/v1/jobs/{id}/retry", &JOBS_SUBMIT),
+    ("POST", "/v1/files", &FILES_WRITE),
+    ("GET", "/v1/files", &FILES_READ),
+    ("GET", "/v1/files/{id}", &FILES_READ),
+    ("GET", "/v1/files/{id}/content", &FILES_READ),
+    ("DELETE", "/v1/files/{id}", &FILES_WRITE),
+    ("POST", "/v1/batches", &JOBS_SUBMIT),
+    ("GET", "/v1/batches", &JOBS_READ),
+    ("GET", "/v1/batches/{id}", &JOBS_READ),
+    ("POST", "/v1/batches/{id}/cancel", &JOBS_SUBMIT),
     ("GET", "/v1/examples", &EXAMPLES),
     ("POST", "/v1/auth/token", &TOKEN_EXCHANGE),
     ("GET", "/v1/me", &ME),
@@ -170,6 +194,14 @@ impl Principal {
                 detail: format!("this credential lacks the `{scope}` scope"),
             })
         }
+    }
+
+    /// 403 unless the principal holds every scope a `kind` job needs (a chained
+    /// `moderate_translate` job needs both `moderate` and `translate`).
+    pub fn require_kind(&self, kind: gatehouse_common::types::JobKind) -> Result<(), ApiError> {
+        kind.scopes()
+            .iter()
+            .try_for_each(|scope| self.require_scope(scope))
     }
 
     /// Which of its tenant's jobs this principal may read; `actor` is [`Principal::actor`].

@@ -29,11 +29,14 @@ pub enum Action {
     JobChunkProcessed,
     JobShared,
     JobUnshared,
+    JobCancelled,
+    JobRetried,
+    RetentionPurged,
     ModerationPolicyChanged,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 22] = [
         Action::TenantCreated,
         Action::TenantChanged,
         Action::KeyCreated,
@@ -52,6 +55,9 @@ impl Action {
         Action::JobChunkProcessed,
         Action::JobShared,
         Action::JobUnshared,
+        Action::JobCancelled,
+        Action::JobRetried,
+        Action::RetentionPurged,
         Action::ModerationPolicyChanged,
     ];
 
@@ -75,6 +81,9 @@ impl Action {
             Action::JobChunkProcessed => "job.chunk.processed",
             Action::JobShared => "job.shared",
             Action::JobUnshared => "job.unshared",
+            Action::JobCancelled => "job.cancelled",
+            Action::JobRetried => "job.retried",
+            Action::RetentionPurged => "retention.purged",
             Action::ModerationPolicyChanged => "moderation_policy.changed",
         }
     }

@@ -50,6 +50,12 @@ pub struct Limits {
     pub max_blocklist_term_chars: usize,
     /// `GATEHOUSE_MAX_IP_ALLOWLIST_ENTRIES`: most entries in a tenant's IP allowlist.
     pub max_ip_allowlist_entries: usize,
+    /// `GATEHOUSE_MAX_FILE_BYTES`: largest file upload or NDJSON job body.
+    pub max_file_bytes: u64,
+    /// `GATEHOUSE_MAX_FILE_LINES`: most lines in one file or NDJSON body.
+    pub max_file_lines: usize,
+    /// `GATEHOUSE_MAX_LINE_BYTES`: longest line of a file or NDJSON body.
+    pub max_line_bytes: usize,
 }
 
 /// Capacity between tenants: quota defaults, backlog bounds, sync admission.
@@ -81,6 +87,11 @@ pub struct CapacityConfig {
     /// `GATEHOUSE_METRICS_TENANTS`: tenant slugs whose quota use is exported with a `tenant`
     /// label (at most 50; empty: none, labels stay bounded).
     pub metrics_tenants: Vec<String>,
+    /// `GATEHOUSE_DEFAULT_RETENTION_DAYS`: days a job's texts, results and files are kept
+    /// unless the tenant sets its own.
+    pub default_retention_days: i32,
+    /// `GATEHOUSE_PURGE_INTERVAL_SECS`: how often expired jobs and files are purged.
+    pub purge_interval: Duration,
 }
 
 /// Rate limits (Redis; `api/src/ratelimit.rs`).
@@ -272,6 +283,9 @@ impl Config {
                     .positive("GATEHOUSE_MAX_BLOCKLIST_TERM_CHARS", 100)?,
                 max_ip_allowlist_entries: env
                     .positive("GATEHOUSE_MAX_IP_ALLOWLIST_ENTRIES", 256)?,
+                max_file_bytes: env.positive("GATEHOUSE_MAX_FILE_BYTES", 256 * 1024 * 1024)?,
+                max_file_lines: env.positive("GATEHOUSE_MAX_FILE_LINES", 200_000)?,
+                max_line_bytes: env.positive("GATEHOUSE_MAX_LINE_BYTES", 256 * 1024)?,
             },
             server: ServerLimits {
                 header_read_timeout: Duration::from_secs(
@@ -313,6 +327,10 @@ impl Config {
                     }
                     list
                 },
+                default_retention_days: env.positive("GATEHOUSE_DEFAULT_RETENTION_DAYS", 30)?,
+                purge_interval: Duration::from_secs(
+                    env.positive("GATEHOUSE_PURGE_INTERVAL_SECS", 3600)?,
+                ),
             },
             rate_limits: RateLimitConfig {
                 redis_url: env.get("GATEHOUSE_REDIS_URL", "redis://127.0.0.1:6379".to_string())?,

@@ -81,6 +81,17 @@ prefixed_id!(
 );
 
 prefixed_id!(
+    /// A file (uploaded, or a batch's output): `file_…`.
+    FileId,
+    "file"
+);
+prefixed_id!(
+    /// An OpenAI-style batch: `batch_…`.
+    BatchId,
+    "batch"
+);
+
+prefixed_id!(
     /// A user (tenant member or platform operator): `usr_…`.
     UserId,
     "usr"
@@ -160,16 +171,37 @@ pub struct IdError {
 pub enum JobKind {
     Moderate,
     Translate,
+    /// Moderate each item, then translate those at or below a level.
+    ModerateTranslate,
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 2] = [JobKind::Moderate, JobKind::Translate];
+    pub const ALL: [JobKind; 3] = [
+        JobKind::Moderate,
+        JobKind::Translate,
+        JobKind::ModerateTranslate,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Moderate => "moderate",
             JobKind::Translate => "translate",
+            JobKind::ModerateTranslate => "moderate_translate",
         }
+    }
+
+    /// The scopes a principal needs to submit this kind.
+    pub fn scopes(self) -> &'static [&'static str] {
+        match self {
+            JobKind::Moderate => &["moderate"],
+            JobKind::Translate => &["translate"],
+            JobKind::ModerateTranslate => &["moderate", "translate"],
+        }
+    }
+
+    /// Whether a worker needs a translation model for this kind.
+    pub fn needs_translation(self) -> bool {
+        matches!(self, JobKind::Translate | JobKind::ModerateTranslate)
     }
 }
 
@@ -196,6 +228,8 @@ pub enum JobStatus {
     Running,
     Completed,
     Failed,
+    /// Cancel asked; in-flight chunks are finishing.
+    Cancelling,
     Cancelled,
 }
 
@@ -206,6 +240,7 @@ impl JobStatus {
             JobStatus::Running => "running",
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
+            JobStatus::Cancelling => "cancelling",
             JobStatus::Cancelled => "cancelled",
         }
     }
@@ -226,6 +261,7 @@ impl FromStr for JobStatus {
             JobStatus::Running,
             JobStatus::Completed,
             JobStatus::Failed,
+            JobStatus::Cancelling,
             JobStatus::Cancelled,
         ]
         .into_iter()

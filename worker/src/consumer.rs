@@ -75,6 +75,7 @@ impl Consumer {
         let mut kinds = vec![JobKind::Moderate];
         if self.pipeline.translation.is_some() {
             kinds.push(JobKind::Translate);
+            kinds.push(JobKind::ModerateTranslate);
         }
         // The sync lane has a channel (and prefetch) of its own: its messages are delivered at
         // once, however many bulk chunks this worker already holds.

@@ -82,6 +82,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                     requests_per_minute,
                     items_per_minute,
                     weight,
+                    retention_days,
                 },
         } => {
             let tenant = tenant_arg(&pool, &tenant).await?;
@@ -121,6 +122,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 quotas: (!quotas.is_empty()).then_some(serde_json::Value::Object(quotas)),
                 rate_limits: (!rates.is_empty()).then_some(serde_json::Value::Object(rates)),
                 weight,
+                retention_days,
             };
             let scope = gatehouse_common::db::Scope::Platform;
             serde_json::to_value(

@@ -147,6 +147,9 @@ pub enum TenantCommand {
         /// Share of the workers against other tenants (1–100).
         #[arg(long, value_parser = clap::value_parser!(i32).range(1..=100))]
         weight: Option<i32>,
+        /// Days job texts and results are kept (1–3650).
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..=3650))]
+        retention_days: Option<i32>,
     },
 }
 

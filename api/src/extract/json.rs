@@ -43,7 +43,7 @@ where
 }
 
 /// Why a body could not be read: too large, cut by the read deadline, or broken framing.
-pub(crate) fn body_error(status: StatusCode, error: &dyn std::error::Error) -> ApiError {
+pub fn body_error(status: StatusCode, error: &dyn std::error::Error) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::PayloadTooLarge {
             detail: "the body is larger than GATEHOUSE_MAX_BODY_BYTES allows".into(),

@@ -10,7 +10,7 @@ mod json;
 mod query;
 mod text;
 
-pub use json::{ApiJson, repair_lone_surrogates};
+pub use json::{ApiJson, body_error, repair_lone_surrogates};
 pub use query::ApiQuery;
 pub use text::{Line, Prose};
 

@@ -1,38 +1,40 @@
-//! `POST /v1/jobs`, `GET /v1/jobs/{id}`, `GET /v1/jobs/{id}/results`.
+//! `POST /v1/jobs` (a JSON body with `items` or an `input_file_id`, or an NDJSON body with the
+//! kind and options in the query string), `GET /v1/jobs`, `GET /v1/jobs/{id}`,
+//! `POST /v1/jobs/{id}/share`, `GET /v1/examples`. Results and refused lines are
+//! `job_results.rs`; cancel and retry `job_actions.rs`.
 
 use axum::{
     Json, Router,
-    body::Body,
-    extract::{Path, State},
+    extract::{FromRequest, FromRequestParts, Path, Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use futures_util::stream;
-use gatehouse_common::types::{JobId, JobKind};
+use gatehouse_common::{
+    job::{
+        Lane,
+        options::{JobOptions, TranslateOptions},
+        store::{self, ItemSource, NewItem, NewJob, OnInvalid, SubmitError, Submitted},
+    },
+    types::{FileId, JobId, JobKind, TenantId},
+};
 use serde::Deserialize;
 
-use super::{Page, PageQuery};
+use super::{Page, PageQuery, job_actions::view};
 use crate::{
     auth::Principal,
     capacity,
     error::ApiError,
     extract::{ApiJson, ApiQuery},
-    policy,
+    ingest, policy,
     state::AppState,
-    store::jobs,
-};
-use gatehouse_common::job::{
-    Lane,
-    options::{JobOptions, TranslateOptions},
-    store::{self, NewItem, NewJob, Submitted},
+    store::{files, jobs},
 };
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/jobs", post(create).get(list))
         .route("/v1/jobs/{id}", get(show))
-        .route("/v1/jobs/{id}/results", get(results))
         .route("/v1/jobs/{id}/share", post(share))
         .route("/v1/examples", get(examples))
 }
@@ -43,11 +45,282 @@ pub struct CreateJob {
     pub kind: String,
     #[serde(default)]
     pub items: Option<Vec<ItemIn>>,
+    /// A file uploaded with `POST /v1/files`: one item (or OpenAI batch request) per line.
+    #[serde(default)]
+    pub input_file_id: Option<String>,
     #[serde(default)]
     pub options: Option<serde_json::Value>,
+    /// For file and NDJSON inputs: `reject` (default: nothing stored if a line is bad) or
+    /// `skip` (good lines run, bad ones listed by `GET /v1/jobs/{id}/errors`).
+    #[serde(default)]
+    pub on_invalid: OnInvalid,
     /// Validate and price the job without storing anything.
     #[serde(default)]
     pub dry_run: bool,
+}
+
+/// `POST /v1/jobs?kind=…` with an NDJSON body: the kind and options come from the query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NdjsonQuery {
+    kind: String,
+    #[serde(default)]
+    source_lang: Option<String>,
+    #[serde(default)]
+    target_lang: Option<String>,
+    #[serde(default)]
+    on_invalid: OnInvalid,
+}
+
+fn parse_kind(raw: &str) -> Result<JobKind, ApiError> {
+    raw.parse().map_err(|_| {
+        let supported: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+        ApiError::invalid(
+            "unknown_kind",
+            "kind",
+            format!("unknown kind `{raw}`; supported: {}", supported.join(", ")),
+        )
+    })
+}
+
+fn is_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|v| v == "application/x-ndjson" || v == "application/jsonl")
+}
+
+/// Where a submission's items come from.
+enum Input {
+    Items(Vec<NewItem>),
+    File(FileId),
+    Body(axum::body::Body),
+}
+
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    request: Request,
+) -> Result<Response, ApiError> {
+    principal.require(&policy::JOBS_SUBMIT)?;
+    let tenant_id = principal.tenant()?;
+    let (mut parts, body) = request.into_parts();
+    let idempotency_key = idempotency_key(&parts.headers)?.map(str::to_string);
+    if is_ndjson(&parts.headers) {
+        let ApiQuery(query) =
+            ApiQuery::<NdjsonQuery>::from_request_parts(&mut parts, &state).await?;
+        let kind = parse_kind(&query.kind)?;
+        principal.require_kind(kind)?;
+        let mut raw = serde_json::Map::new();
+        if let Some(s) = query.source_lang {
+            raw.insert("source_lang".into(), serde_json::Value::String(s));
+        }
+        if let Some(t) = query.target_lang {
+            raw.insert("target_lang".into(), serde_json::Value::String(t));
+        }
+        let raw = (!raw.is_empty()).then_some(serde_json::Value::Object(raw));
+        let options = job_options(&state, kind, raw)?;
+        return submit(
+            &state,
+            &principal,
+            tenant_id,
+            options,
+            Input::Body(body),
+            query.on_invalid,
+            idempotency_key.as_deref(),
+        )
+        .await;
+    }
+    let request = Request::from_parts(parts, body);
+    let ApiJson(body) = ApiJson::<CreateJob>::from_request(request, &state).await?;
+    let kind = parse_kind(&body.kind)?;
+    principal.require_kind(kind)?;
+    let options = job_options(&state, kind, body.options)?;
+    let input = match (body.items, body.input_file_id) {
+        (Some(items), None) => Input::Items(validate_items(&state, items)?),
+        (None, Some(raw)) => {
+            let id: FileId = raw
+                .parse()
+                .map_err(|_| ApiError::invalid("unknown_file", "input_file_id", "no such file"))?;
+            let file = files::get(&state.pool, tenant_id, id)
+                .await?
+                .filter(|f| f.kind == "upload")
+                .ok_or_else(|| {
+                    ApiError::invalid("unknown_file", "input_file_id", "no such file")
+                })?;
+            Input::File(file.id)
+        }
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "invalid_body",
+                "input_file_id",
+                "send either `items` or `input_file_id`, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                "no_items",
+                "items",
+                "`items` must hold at least one item (or send `input_file_id`)",
+            ));
+        }
+    };
+    if body.dry_run {
+        let Input::Items(items) = &input else {
+            return Err(ApiError::invalid(
+                "invalid_body",
+                "dry_run",
+                "dry runs price `items` sent in the body",
+            ));
+        };
+        return dry_run(&state, tenant_id, kind, items).await;
+    }
+    submit(
+        &state,
+        &principal,
+        tenant_id,
+        options,
+        input,
+        body.on_invalid,
+        idempotency_key.as_deref(),
+    )
+    .await
+}
+
+/// Stores a job from `input`: items in memory are counted against the items-per-minute
+/// limit first; streamed inputs (files, NDJSON) after they were read.
+async fn submit(
+    state: &AppState,
+    principal: &Principal,
+    tenant_id: TenantId,
+    options: JobOptions,
+    mut input: Input,
+    on_invalid: OnInvalid,
+    idempotency_key: Option<&str>,
+) -> Result<Response, ApiError> {
+    let kind = options.kind();
+    if let Input::Items(items) = &input {
+        principal.consume_items(state, items.len()).await?;
+    }
+    let failure = ingest::Failure::default();
+    let limits = state.config.limits.clone();
+    let line_bytes = limits.max_line_bytes;
+    let max_lines = limits.max_file_lines;
+    let input_file = match &input {
+        Input::File(f) => Some(f.0),
+        _ => None,
+    };
+    let source = match &mut input {
+        Input::Items(items) => ItemSource::Items(items.as_slice()),
+        Input::File(file) => ItemSource::Stream(ingest::items(
+            ingest::file_bytes(state.pool.clone(), tenant_id, *file),
+            limits,
+            kind,
+            line_bytes,
+            max_lines,
+            failure.clone(),
+        )),
+        Input::Body(body) => ItemSource::Stream(ingest::items(
+            ingest::body_bytes(
+                std::mem::replace(body, axum::body::Body::empty()),
+                state.config.limits.max_file_bytes,
+                failure.clone(),
+            ),
+            limits,
+            kind,
+            line_bytes,
+            max_lines,
+            failure.clone(),
+        )),
+    };
+    let actor = principal.actor();
+    let admission = capacity::admission(&state.config.capacity);
+    let submitted = store::submit(
+        &state.pool,
+        NewJob {
+            tenant_id,
+            key_id: principal.key_id(),
+            actor: &actor,
+            client_ip: Some(principal.client_ip),
+            options: &options,
+            idempotency_key,
+            items: source,
+            on_invalid,
+            max_items: state.config.limits.max_items_per_job,
+            chunk_items: state.config.chunk_items,
+            input_file,
+            parent_job: None,
+            lane: Lane::Bulk,
+            now: state.clock.now(),
+            admission: &admission,
+        },
+    )
+    .await;
+    answer(state, principal, tenant_id, kind, submitted, failure).await
+}
+
+/// The response to a submission: 202 with the job, 200 for a replay, or the refusal.
+async fn answer(
+    state: &AppState,
+    principal: &Principal,
+    tenant_id: TenantId,
+    kind: JobKind,
+    submitted: Result<Submitted, SubmitError>,
+    failure: ingest::Failure,
+) -> Result<Response, ApiError> {
+    if let Some(error) = failure.take() {
+        return Err(error);
+    }
+    let submitted = match submitted {
+        Ok(s) => s,
+        Err(e) => return Err(capacity::submit_error(state, e)),
+    };
+    let actor = principal.actor();
+    let visible = principal.job_visibility(&actor);
+    match submitted {
+        Submitted::Created(job) => {
+            state.dispatch_notify.notify_one();
+            let count = job.total;
+            metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str())
+                .increment(1);
+            metrics::counter!("gatehouse_api_items_submitted_total", "kind" => kind.as_str())
+                .increment(u64::try_from(count).unwrap_or(0));
+            tracing::info!(%tenant_id, job_id = %job.id, items = count, "job accepted");
+            let location = format!("/v1/jobs/{}", job.id);
+            let job = jobs::get(&state.pool, tenant_id, job.id, visible, view(state))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let mut response = (StatusCode::ACCEPTED, Json(job)).into_response();
+            if let Ok(value) = HeaderValue::from_str(&location) {
+                response.headers_mut().insert(header::LOCATION, value);
+            }
+            Ok(response)
+        }
+        Submitted::KeyReused(existing) => Err(ApiError::invalid(
+            "idempotency_key_reused",
+            "Idempotency-Key",
+            format!(
+                "this Idempotency-Key was already used for a different request (job {existing}); use a new key for a new request"
+            ),
+        )),
+        Submitted::Replayed(job) => {
+            let job = jobs::get(&state.pool, tenant_id, job.id, visible, view(state))
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            let mut response = (StatusCode::OK, Json(job)).into_response();
+            response
+                .headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+    }
 }
 
 /// A job kind's options from the request, checked (for translation) against the installed
@@ -57,11 +330,13 @@ pub(crate) fn job_options(
     kind: JobKind,
     raw: Option<serde_json::Value>,
 ) -> Result<JobOptions, ApiError> {
-    if kind == JobKind::Translate && raw.is_none() {
+    if kind.needs_translation() && raw.is_none() {
         return Err(ApiError::invalid(
             "missing_options",
             "options",
-            "a translate job needs `options` with `target_lang` (and `source_lang`, default `auto`)",
+            format!(
+                "a {kind} job needs `options` with `target_lang` (and `source_lang`, default `auto`)"
+            ),
         ));
     }
     let options = JobOptions::parse(kind, raw).map_err(|e| {
@@ -79,7 +354,7 @@ pub(crate) fn job_options(
 }
 
 /// 422 `unsupported_language_pair` unless an installed model translates the pair.
-fn check_installed(state: &AppState, options: TranslateOptions) -> Result<(), ApiError> {
+pub(crate) fn check_installed(state: &AppState, options: TranslateOptions) -> Result<(), ApiError> {
     let target = options.target_lang.as_str();
     let source = options.source_lang.as_str();
     let pairs = &state.translation_pairs;
@@ -115,89 +390,6 @@ pub struct ItemIn {
 }
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-async fn create(
-    State(state): State<AppState>,
-    principal: Principal,
-    headers: HeaderMap,
-    body: Result<ApiJson<CreateJob>, ApiError>,
-) -> Result<Response, ApiError> {
-    principal.require(&policy::JOBS_SUBMIT)?;
-    let ApiJson(body) = body?;
-    let tenant_id = principal.tenant()?;
-    let kind: JobKind = body.kind.parse().map_err(|_| {
-        let supported: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
-        ApiError::invalid(
-            "unknown_kind",
-            "kind",
-            format!(
-                "unknown kind `{}`; supported: {}",
-                body.kind,
-                supported.join(", ")
-            ),
-        )
-    })?;
-    principal.require_scope(kind.as_str())?;
-    let options = job_options(&state, kind, body.options)?;
-    let idempotency_key = idempotency_key(&headers)?;
-    let items = validate_items(&state, body.items.unwrap_or_default())?;
-    let count = items.len();
-    if body.dry_run {
-        return dry_run(&state, tenant_id, kind, &items).await;
-    }
-    principal.consume_items(&state, count).await?;
-    let actor = principal.actor();
-    let admission = capacity::admission(&state.config.capacity);
-    let submitted = store::submit(
-        &state.pool,
-        NewJob {
-            tenant_id,
-            key_id: principal.key_id(),
-            actor: &actor,
-            client_ip: Some(principal.client_ip),
-            options: &options,
-            idempotency_key,
-            items: &items,
-            chunk_items: state.config.chunk_items,
-            lane: Lane::Bulk,
-            now: state.clock.now(),
-            admission: &admission,
-        },
-    )
-    .await
-    .map_err(|e| capacity::submit_error(&state, e))?;
-    match submitted {
-        Submitted::Created(job) => {
-            let job = jobs::Job::from(job);
-            state.dispatch_notify.notify_one();
-            metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str())
-                .increment(1);
-            metrics::counter!("gatehouse_api_items_submitted_total", "kind" => kind.as_str())
-                .increment(count as u64);
-            tracing::info!(%tenant_id, job_id = %job.id, items = count, "job accepted");
-            let location = format!("/v1/jobs/{}", job.id);
-            let mut response = (StatusCode::ACCEPTED, Json(job)).into_response();
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                response.headers_mut().insert(header::LOCATION, value);
-            }
-            Ok(response)
-        }
-        Submitted::KeyReused(existing) => Err(ApiError::invalid(
-            "idempotency_key_reused",
-            "Idempotency-Key",
-            format!(
-                "this Idempotency-Key was already used for a different request (job {existing}); use a new key for a new request"
-            ),
-        )),
-        Submitted::Replayed(job) => {
-            let mut response = (StatusCode::OK, Json(jobs::Job::from(job))).into_response();
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(response)
-        }
-    }
-}
 
 /// `dry_run: true`: the submission validated, what it would cost and which quotas it would use
 /// — nothing stored, nothing reserved.
@@ -246,7 +438,7 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 /// The job if this principal may see it: admins any of their tenant's, others their own.
-async fn visible_job(
+pub(crate) async fn visible_job(
     state: &AppState,
     principal: &Principal,
     id: &str,
@@ -259,6 +451,7 @@ async fn visible_job(
         principal.tenant()?,
         id,
         principal.job_visibility(&actor),
+        view(state),
     )
     .await?
     .ok_or(ApiError::NotFound)
@@ -288,51 +481,14 @@ pub(crate) fn validate_items(
             ),
         ));
     }
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        if item.text.trim().is_empty() {
-            return Err(ApiError::invalid(
-                "empty_text",
-                format!("items[{i}].text"),
-                format!("items[{i}].text is empty"),
-            ));
-        }
-        let chars = item.text.chars().count();
-        if chars > limits.max_text_chars {
-            return Err(ApiError::invalid(
-                "text_too_long",
-                format!("items[{i}].text"),
-                format!(
-                    "items[{i}].text has {chars} characters; at most {} (GATEHOUSE_MAX_TEXT_CHARS)",
-                    limits.max_text_chars
-                ),
-            ));
-        }
-        if item.text.contains('\0') {
-            return Err(ApiError::invalid(
-                "invalid_text",
-                format!("items[{i}].text"),
-                format!("items[{i}].text contains a NUL character"),
-            ));
-        }
-        if let Some(id) = &item.custom_id
-            && (id.chars().count() > limits.max_custom_id_chars || id.contains('\0'))
-        {
-            return Err(ApiError::invalid(
-                "invalid_custom_id",
-                format!("items[{i}].custom_id"),
-                format!(
-                    "items[{i}].custom_id must be at most {} characters without NUL (GATEHOUSE_MAX_CUSTOM_ID_CHARS)",
-                    limits.max_custom_id_chars
-                ),
-            ));
-        }
-        out.push(NewItem {
-            custom_id: item.custom_id,
-            text: item.text,
-        });
-    }
-    Ok(out)
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            ingest::check_item(limits, &format!("items[{i}]"), item.custom_id, item.text)
+                .map_err(|(field, code, detail)| ApiError::invalid(code, field, detail))
+        })
+        .collect()
 }
 
 /// `GET /v1/jobs`: newest first; admins see every job of the tenant, others their own.
@@ -350,6 +506,7 @@ async fn list(
         principal.job_visibility(&actor),
         page.after::<JobId>()?,
         limit,
+        view(&state),
     )
     .await?;
     Ok(Json(Page::new(list, limit, |j| j.id.to_string())))
@@ -373,14 +530,26 @@ async fn share(
     let ApiJson(body) = body?;
     let id = parse_id(&id)?;
     let actor = principal.actor();
-    jobs::set_shared(
+    let tenant = principal.tenant()?;
+    let shared = jobs::set_shared(
         &state.pool,
-        principal.tenant()?,
+        tenant,
         id,
         body.shared,
         principal.job_management(&actor),
         &actor,
         Some(principal.client_ip),
+    )
+    .await?;
+    if !shared {
+        return Err(ApiError::NotFound);
+    }
+    jobs::get(
+        &state.pool,
+        tenant,
+        id,
+        principal.job_visibility(&actor),
+        view(&state),
     )
     .await?
     .map(Json)
@@ -407,48 +576,4 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<jobs::Job>, ApiError> {
     visible_job(&state, &principal, &id).await.map(Json)
-}
-
-const RESULTS_PAGE: i64 = 1000;
-
-/// NDJSON, one line per finished item in submission order. While the job runs, the stream
-/// holds the items finished so far (the `X-Gatehouse-Job-Status` header says which).
-async fn results(
-    State(state): State<AppState>,
-    principal: Principal,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let job = visible_job(&state, &principal, &id).await?;
-    let id = job.id;
-    let tenant = principal.tenant()?;
-    let reader = jobs::ResultsReader::new(&state.pool, tenant, id).await?;
-    let pages = stream::try_unfold((reader, Some(-1)), move |(mut reader, cursor)| async move {
-        let Some(after) = cursor else {
-            return Ok::<_, sqlx::Error>(None);
-        };
-        let lines = reader.page(after, RESULTS_PAGE).await?;
-        if lines.is_empty() {
-            return Ok(None);
-        }
-        let last = lines.last().map(|l| l.index);
-        let full = lines.len() as i64 == RESULTS_PAGE;
-        let mut buf = Vec::with_capacity(lines.len() * 256);
-        for line in &lines {
-            serde_json::to_writer(&mut buf, line)
-                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-            buf.push(b'\n');
-        }
-        Ok(Some((buf, (reader, if full { last } else { None }))))
-    });
-    let mut response = Response::new(Body::from_stream(pages));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-ndjson"),
-    );
-    headers.insert(
-        "x-gatehouse-job-status",
-        HeaderValue::from_static(job.status.as_str()),
-    );
-    Ok(response)
 }

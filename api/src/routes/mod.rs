@@ -3,7 +3,11 @@
 
 pub mod audit;
 pub mod auth;
+pub mod batches;
+pub mod files;
 pub mod health;
+pub mod job_actions;
+pub mod job_results;
 pub mod jobs;
 pub mod keys;
 pub mod moderation_policy;
@@ -19,8 +23,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{error::ApiError, state::AppState};
 
-pub fn router() -> Router<AppState> {
+pub fn router(max_file_bytes: u64) -> Router<AppState> {
     Router::new()
+        .merge(files::router(max_file_bytes))
+        .merge(batches::router())
+        .merge(job_actions::router())
+        .merge(job_results::router())
         .merge(health::router())
         .merge(auth::router())
         .merge(jobs::router())

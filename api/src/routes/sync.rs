@@ -12,7 +12,7 @@ use gatehouse_common::{
         Lane,
         options::JobOptions,
         result::{ItemError, ItemResult},
-        store::{self, NewItem, NewJob, Submitted},
+        store::{self, ItemSource, NewItem, NewJob, OnInvalid, Submitted},
     },
     types::JobId,
 };
@@ -21,8 +21,12 @@ use crate::{
     auth::Principal,
     capacity,
     error::ApiError,
+    routes::job_actions::view,
     state::AppState,
-    store::jobs::{self, Job, ResultsReader, Visibility},
+    store::{
+        jobs::{self, Visibility},
+        results::ResultsReader,
+    },
 };
 
 pub enum Waited {
@@ -60,8 +64,12 @@ pub async fn submit_and_wait(
             client_ip: Some(principal.client_ip),
             options: &options,
             idempotency_key: None,
-            items: &items,
+            items: ItemSource::Items(&items),
+            on_invalid: OnInvalid::Reject,
+            max_items: state.config.limits.max_items_per_job,
             chunk_items: state.config.chunk_items,
+            input_file: None,
+            parent_job: None,
             lane: Lane::Sync,
             now: state.clock.now(),
             admission: &admission,
@@ -72,14 +80,13 @@ pub async fn submit_and_wait(
     let Submitted::Created(job) = submitted else {
         return Err(ApiError::Internal("unexpected idempotent replay".into()));
     };
-    let job = Job::from(job);
     state.outbox_notify.notify_one();
     metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str()).increment(1);
 
     let deadline = tokio::time::Instant::now() + state.config.sync_wait;
     let visibility = Visibility::OwnOrShared(&actor);
     loop {
-        let current = jobs::get(&state.pool, tenant, job.id, visibility)
+        let current = jobs::get(&state.pool, tenant, job.id, visibility, view(state))
             .await?
             .ok_or(ApiError::NotFound)?;
         if current.status.is_terminal() {
@@ -102,7 +109,7 @@ pub async fn submit_and_wait(
     }
 
     let mut reader = ResultsReader::new(&state.pool, tenant, job.id).await?;
-    let lines = reader.page(-1, i64::MAX).await?;
+    let lines = reader.page(-1, i64::MAX, None).await?;
     let results = lines
         .into_iter()
         .map(|line| match (line.result, line.error) {

@@ -52,10 +52,25 @@ struct UpdateOwnTenant {
     name: Option<Line<200>>,
     #[serde(default)]
     ip_allowlist: Option<Vec<String>>,
+    /// Days job texts and results are kept, 1–3650.
+    #[serde(default)]
+    retention_days: Option<i32>,
 }
 
-/// A tenant admin changes its tenant's settings: name and IP allowlist. Scopes and the enabled
-/// flag stay with the platform operators.
+/// 1–3650 days.
+fn check_retention(days: Option<i32>) -> Result<(), ApiError> {
+    match days {
+        Some(d) if !(1..=3650).contains(&d) => Err(ApiError::invalid(
+            "invalid_retention",
+            "retention_days",
+            "retention_days must be between 1 and 3650",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A tenant admin changes its tenant's settings: name, IP allowlist and retention. Scopes,
+/// quotas and the enabled flag stay with the platform operators.
 async fn update_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -64,12 +79,14 @@ async fn update_own(
     principal.require(&policy::TENANT_SETTINGS)?;
     let ApiJson(body) = body?;
     let id = principal.tenant()?;
+    check_retention(body.retention_days)?;
     let changes = TenantChanges {
         name: body.name.map(Line::into_inner),
         ip_allowlist: body
             .ip_allowlist
             .map(|list| parse_allowlist(&state, list))
             .transpose()?,
+        retention_days: body.retention_days,
         ..TenantChanges::default()
     };
     tenants::update(
@@ -224,6 +241,9 @@ struct UpdateTenant {
     /// Share of the workers against other tenants, 1–100 (default 1).
     #[serde(default)]
     weight: Option<i32>,
+    /// Days job texts and results are kept, 1–3650 (default `GATEHOUSE_DEFAULT_RETENTION_DAYS`).
+    #[serde(default)]
+    retention_days: Option<i32>,
 }
 
 async fn update(
@@ -259,6 +279,7 @@ async fn update(
             "weight must be between 1 and 100",
         ));
     }
+    check_retention(body.retention_days)?;
     let changes = TenantChanges {
         name: body.name.map(Line::into_inner),
         enabled: body.enabled,
@@ -274,6 +295,7 @@ async fn update(
             .rate_limits
             .map(|r| serde_json::to_value(r).unwrap_or_default()),
         weight: body.weight,
+        retention_days: body.retention_days,
     };
     tenants::update(
         &state.pool,
@@ -302,6 +324,7 @@ pub struct TenantView {
 pub struct Effective {
     pub quotas: Vec<quota::Quota>,
     pub rate_limits: EffectiveRates,
+    pub retention_days: i32,
 }
 
 #[derive(Debug, Serialize)]
@@ -322,9 +345,13 @@ pub fn view(state: &AppState, tenant: Tenant) -> TenantView {
         config.default_tenant_requests_per_minute,
         config.default_tenant_items_per_minute,
     ));
+    let retention_days = tenant
+        .retention_days
+        .unwrap_or(state.config.capacity.default_retention_days);
     TenantView {
         tenant,
         effective: Effective {
+            retention_days,
             quotas,
             rate_limits: EffectiveRates {
                 requests_per_minute,

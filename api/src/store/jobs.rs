@@ -1,19 +1,12 @@
-//! Reading jobs and their results for the api; sharing. Submitting is
-//! `gatehouse_common::job::store::submit` (the lifecycle SQL lives there, beside claim and
-//! complete); results are stored compactly and rendered here on read.
+//! Reading jobs for the api, sharing, and the inputs of a retry. Submitting and cancelling
+//! are `gatehouse_common::job::store` (the lifecycle SQL lives there, beside claim and
+//! complete); results are read and rendered in `store/results.rs`.
 
-use std::collections::HashMap;
-
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use gatehouse_common::{
     audit::{self, Action},
     db::{self, Scope},
-    job::{
-        ItemStatus,
-        result::{ChunkModel, ItemError, ItemResult, StoredOutcome},
-        store::JobRecord,
-    },
-    moderation::Policy,
+    job::store::NewItem,
     types::{JobId, JobKind, JobStatus, TenantId},
 };
 use serde::{Deserialize, Serialize};
@@ -24,6 +17,7 @@ pub struct Counts {
     pub total: i32,
     pub succeeded: i32,
     pub failed: i32,
+    pub cancelled: i32,
 }
 
 /// The job object of the public API.
@@ -35,29 +29,27 @@ pub struct Job {
     /// Shared with the whole tenant (guests may read it).
     pub shared: bool,
     pub counts: Counts,
+    /// Finished items (succeeded, failed or cancelled) over all, 0 to 1.
+    pub progress: f64,
+    /// While running: the items left at the rate measured since it started.
+    pub eta_seconds: Option<i64>,
+    /// While queued or running: unfinished items of the tenant's earlier jobs in the same lane
+    /// (what is ahead of it in the tenant's fair share).
+    pub queue_position: Option<i64>,
+    /// The job this one retries (`POST /v1/jobs/{id}/retry`).
+    pub parent_job_id: Option<JobId>,
+    /// Input lines refused with `on_invalid: skip` (`GET /v1/jobs/{id}/errors`).
+    pub invalid_lines: i32,
     pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
+    /// When retention deletes its texts and results (the job and its counts stay).
+    pub expires_at: DateTime<Utc>,
+    /// Whether that has happened (results are then `410 Gone`).
+    pub expired: bool,
 }
 
-impl From<JobRecord> for Job {
-    fn from(r: JobRecord) -> Self {
-        Job {
-            id: r.id,
-            kind: r.kind,
-            status: r.status,
-            shared: r.shared,
-            counts: Counts {
-                total: r.total,
-                succeeded: r.succeeded,
-                failed: r.failed,
-            },
-            created_at: r.created_at,
-            completed_at: r.completed_at,
-        }
-    }
-}
-
-/// A job row as the queries below select it (the columns of `JobRecord`).
+/// A job row as the queries below select it.
 struct JobRow {
     job_id: JobId,
     kind: String,
@@ -66,26 +58,65 @@ struct JobRow {
     total: i32,
     succeeded: i32,
     failed: i32,
+    cancelled: i32,
     created_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
+    parent_job_id: Option<JobId>,
+    invalid_lines: i32,
+    purged_at: Option<DateTime<Utc>>,
+    retention_days: Option<i32>,
+    queue_position: Option<i64>,
 }
 
-impl TryFrom<JobRow> for Job {
-    type Error = sqlx::Error;
-    fn try_from(row: JobRow) -> Result<Self, Self::Error> {
+/// What turning rows into job objects needs: the time and the default retention.
+#[derive(Debug, Clone, Copy)]
+pub struct View {
+    pub now: DateTime<Utc>,
+    pub default_retention_days: i32,
+}
+
+impl JobRow {
+    fn into_job(self, view: View) -> Result<Job, sqlx::Error> {
         let decode = |e: String| sqlx::Error::Decode(e.into());
-        Ok(JobRecord {
-            id: row.job_id,
-            kind: row.kind.parse().map_err(decode)?,
-            status: row.status.parse().map_err(decode)?,
-            shared: row.shared,
-            total: row.total,
-            succeeded: row.succeeded,
-            failed: row.failed,
-            created_at: row.created_at,
-            completed_at: row.completed_at,
-        }
-        .into())
+        let status: JobStatus = self.status.parse().map_err(decode)?;
+        let done = self.succeeded + self.failed + self.cancelled;
+        let progress = if self.total > 0 {
+            (f64::from(done) / f64::from(self.total) * 1e4).round() / 1e4
+        } else {
+            0.0
+        };
+        let eta_seconds = match (status, self.started_at) {
+            (JobStatus::Running | JobStatus::Cancelling, Some(started)) if done > 0 => {
+                let elapsed = (view.now - started).num_milliseconds().max(1) as f64 / 1000.0;
+                let rate = f64::from(done) / elapsed;
+                Some((f64::from(self.total - done) / rate).ceil() as i64)
+            }
+            _ => None,
+        };
+        let retention = self.retention_days.unwrap_or(view.default_retention_days);
+        Ok(Job {
+            id: self.job_id,
+            kind: self.kind.parse().map_err(decode)?,
+            status,
+            shared: self.shared,
+            counts: Counts {
+                total: self.total,
+                succeeded: self.succeeded,
+                failed: self.failed,
+                cancelled: self.cancelled,
+            },
+            progress,
+            eta_seconds,
+            queue_position: self.queue_position,
+            parent_job_id: self.parent_job_id,
+            invalid_lines: self.invalid_lines,
+            created_at: self.created_at,
+            started_at: self.started_at,
+            completed_at: self.completed_at,
+            expires_at: self.created_at + Duration::days(i64::from(retention)),
+            expired: self.purged_at.is_some(),
+        })
     }
 }
 
@@ -120,16 +151,26 @@ pub async fn get(
     tenant: TenantId,
     id: JobId,
     visibility: Visibility<'_>,
+    view: View,
 ) -> Result<Option<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     // Visible when unrestricted, shared, or submitted by the owner.
     let row = sqlx::query_as!(
         JobRow,
         r#"
-        SELECT job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
-               created_at, completed_at
-        FROM jobs WHERE job_id = $1 AND tenant_id = $2
-          AND (NOT $4::bool OR shared OR created_by = $3::text)
+        SELECT j.job_id AS "job_id: JobId", j.kind, j.status, j.shared, j.total, j.succeeded,
+               j.failed, j.cancelled, j.created_at, j.started_at, j.completed_at,
+               j.parent_job_id AS "parent_job_id: JobId", j.invalid_lines, j.purged_at,
+               t.retention_days,
+               CASE WHEN j.status IN ('queued', 'running') THEN
+                   (SELECT coalesce(sum(o.total - o.succeeded - o.failed - o.cancelled), 0)::int8
+                    FROM jobs o
+                    WHERE o.tenant_id = j.tenant_id AND o.lane = j.lane
+                      AND o.status IN ('queued', 'running') AND o.job_id < j.job_id)
+               END AS queue_position
+        FROM jobs j JOIN tenants t ON t.tenant_id = j.tenant_id
+        WHERE j.job_id = $1 AND j.tenant_id = $2
+          AND (NOT $4::bool OR j.shared OR j.created_by = $3::text)
         "#,
         id.0,
         tenant.0,
@@ -139,145 +180,7 @@ pub async fn get(
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
-    row.map(Job::try_from).transpose()
-}
-
-/// One line of the results stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResultLine {
-    pub index: i32,
-    pub custom_id: Option<String>,
-    pub status: ItemStatus,
-    pub result: Option<ItemResult>,
-    pub error: Option<ItemError>,
-}
-
-struct StoredLine {
-    item_index: i32,
-    custom_id: Option<String>,
-    status: String,
-    chunk_index: i32,
-    result: Option<Vec<u8>>,
-    legacy_result: Option<serde_json::Value>,
-    error: Option<serde_json::Value>,
-}
-
-/// What rendering a job's results needs: its policy version and the models of its chunks
-/// (loaded as pages need them).
-pub struct ResultsReader {
-    pool: PgPool,
-    tenant: TenantId,
-    job: JobId,
-    policy: Policy,
-    models: HashMap<i32, Vec<ChunkModel>>,
-}
-
-impl ResultsReader {
-    pub async fn new(pool: &PgPool, tenant: TenantId, job: JobId) -> Result<Self, sqlx::Error> {
-        let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-        let row = sqlx::query!(
-            r#"
-            SELECT j.policy_version, p.policy AS "policy?" FROM jobs j
-            LEFT JOIN moderation_policies p
-                   ON p.tenant_id = j.tenant_id AND p.version = j.policy_version
-            WHERE j.job_id = $1
-            "#,
-            job.0,
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        let policy = match row.and_then(|r| r.policy) {
-            Some(raw) => serde_json::from_value(raw)
-                .map_err(|e| sqlx::Error::Decode(format!("stored policy: {e}").into()))?,
-            _ => Policy::default(),
-        };
-        Ok(Self {
-            pool: pool.clone(),
-            tenant,
-            job,
-            policy,
-            models: HashMap::new(),
-        })
-    }
-
-    /// Finished items after `after` (exclusive), in submission order.
-    pub async fn page(&mut self, after: i32, limit: i64) -> Result<Vec<ResultLine>, sqlx::Error> {
-        let mut tx = db::begin(&self.pool, Scope::Tenant(self.tenant)).await?;
-        let lines = sqlx::query_as!(
-            StoredLine,
-            r"
-            SELECT r.item_index, i.custom_id, r.status, r.chunk_index, r.result,
-                   r.legacy_result, r.error
-            FROM job_results r
-            JOIN job_items i ON i.job_id = r.job_id AND i.item_index = r.item_index
-            WHERE r.job_id = $1 AND r.item_index > $2
-            ORDER BY r.item_index
-            LIMIT $3
-            ",
-            self.job.0,
-            after,
-            limit,
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut missing: Vec<i32> = lines
-            .iter()
-            .map(|l| l.chunk_index)
-            .filter(|c| !self.models.contains_key(c))
-            .collect();
-        missing.dedup();
-        if !missing.is_empty() {
-            let rows = sqlx::query!(
-                "SELECT chunk_index, models FROM job_chunks WHERE job_id = $1 AND chunk_index = ANY($2)",
-                self.job.0,
-                &missing,
-            )
-            .fetch_all(&mut *tx)
-            .await?;
-            for row in rows {
-                let (chunk, models) = (row.chunk_index, row.models);
-                let models = models
-                    .map(serde_json::from_value::<Vec<ChunkModel>>)
-                    .transpose()
-                    .map_err(|e| sqlx::Error::Decode(format!("chunk models: {e}").into()))?
-                    .unwrap_or_default();
-                self.models.insert(chunk, models);
-            }
-        }
-        tx.commit().await?;
-        lines.into_iter().map(|l| self.render(l)).collect()
-    }
-
-    fn render(&self, line: StoredLine) -> Result<ResultLine, sqlx::Error> {
-        let decode = |e: String| sqlx::Error::Decode(e.into());
-        let status: ItemStatus = line.status.parse().map_err(decode)?;
-        let result = match (line.result, line.legacy_result) {
-            (Some(bytes), _) => {
-                let stored = StoredOutcome::decode(&bytes).map_err(|e| decode(e.to_string()))?;
-                let models = self
-                    .models
-                    .get(&line.chunk_index)
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                ItemResult::render(stored, models, &self.policy)
-            }
-            (None, Some(legacy)) => Some(ItemResult::Legacy(legacy)),
-            (None, None) => None,
-        };
-        let error = line
-            .error
-            .map(serde_json::from_value::<ItemError>)
-            .transpose()
-            .map_err(|e| decode(e.to_string()))?;
-        Ok(ResultLine {
-            index: line.item_index,
-            custom_id: line.custom_id,
-            status,
-            result,
-            error,
-        })
-    }
+    row.map(|r| r.into_job(view)).transpose()
 }
 
 /// The tenant's jobs the caller may see, newest first, after the cursor.
@@ -287,18 +190,27 @@ pub async fn list(
     visibility: Visibility<'_>,
     before: Option<JobId>,
     limit: i64,
+    view: View,
 ) -> Result<Vec<Job>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     // Visible when unrestricted, shared, or submitted by the owner (as in `get`).
     let rows = sqlx::query_as!(
         JobRow,
         r#"
-        SELECT job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
-               created_at, completed_at
-        FROM jobs
-        WHERE tenant_id = $1 AND (NOT $3::bool OR shared OR created_by = $2::text)
-          AND ($4::uuid IS NULL OR job_id < $4)
-        ORDER BY job_id DESC
+        SELECT j.job_id AS "job_id: JobId", j.kind, j.status, j.shared, j.total, j.succeeded,
+               j.failed, j.cancelled, j.created_at, j.started_at, j.completed_at,
+               j.parent_job_id AS "parent_job_id: JobId", j.invalid_lines, j.purged_at,
+               t.retention_days,
+               CASE WHEN j.status IN ('queued', 'running') THEN
+                   (SELECT coalesce(sum(o.total - o.succeeded - o.failed - o.cancelled), 0)::int8
+                    FROM jobs o
+                    WHERE o.tenant_id = j.tenant_id AND o.lane = j.lane
+                      AND o.status IN ('queued', 'running') AND o.job_id < j.job_id)
+               END AS queue_position
+        FROM jobs j JOIN tenants t ON t.tenant_id = j.tenant_id
+        WHERE j.tenant_id = $1 AND (NOT $3::bool OR j.shared OR j.created_by = $2::text)
+          AND ($4::uuid IS NULL OR j.job_id < $4)
+        ORDER BY j.job_id DESC
         LIMIT $5
         "#,
         tenant.0,
@@ -310,10 +222,11 @@ pub async fn list(
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    rows.into_iter().map(Job::try_from).collect()
+    rows.into_iter().map(|r| r.into_job(view)).collect()
 }
 
 /// Shares (or unshares) a job with its tenant, if `visibility` lets the caller manage it.
+/// `true` when it did.
 pub async fn set_shared(
     pool: &PgPool,
     tenant: TenantId,
@@ -322,25 +235,24 @@ pub async fn set_shared(
     manage: Visibility<'_>,
     actor: &str,
     client_ip: Option<std::net::IpAddr>,
-) -> Result<Option<Job>, sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
-    let row = sqlx::query_as!(
-        JobRow,
-        r#"
+    let changed = sqlx::query!(
+        r"
         UPDATE jobs SET shared = $3
         WHERE job_id = $1 AND tenant_id = $2 AND (NOT $5 OR created_by = $4)
-        RETURNING job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
-                  created_at, completed_at
-        "#,
+        ",
         id.0,
         tenant.0,
         shared,
         manage.owner(),
         manage.restricted(),
     )
-    .fetch_optional(&mut *tx)
-    .await?;
-    if row.is_some() {
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if changed {
         let action = if shared {
             Action::JobShared
         } else {
@@ -358,5 +270,35 @@ pub async fn set_shared(
         .await?;
     }
     tx.commit().await?;
-    row.map(Job::try_from).transpose()
+    Ok(changed)
+}
+
+/// The failed items of a job, in order, as the items of its retry (same custom ids).
+pub async fn failed_items(
+    pool: &PgPool,
+    tenant: TenantId,
+    job: JobId,
+) -> Result<Vec<NewItem>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let rows = sqlx::query!(
+        r"
+        SELECT i.custom_id, i.input, i.line_no
+        FROM job_results r
+        JOIN job_items i ON i.job_id = r.job_id AND i.item_index = r.item_index
+        WHERE r.job_id = $1 AND r.status = 'failed'
+        ORDER BY r.item_index
+        ",
+        job.0
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| NewItem {
+            custom_id: r.custom_id,
+            text: r.input,
+            line_no: r.line_no,
+        })
+        .collect())
 }

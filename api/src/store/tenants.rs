@@ -25,6 +25,8 @@ pub struct Tenant {
     pub rate_limits: serde_json::Value,
     /// Share of the workers relative to other tenants (fair scheduling), 1–100.
     pub weight: i32,
+    /// Days a job's texts and results are kept (`null`: `GATEHOUSE_DEFAULT_RETENTION_DAYS`).
+    pub retention_days: Option<i32>,
 }
 
 /// `Acme Corp.` → `acme-corp`: lowercase ASCII letters and digits joined by single dashes.
@@ -67,7 +69,7 @@ pub async fn create(
         INSERT INTO tenants (tenant_id, name, slug, scopes, ip_allowlist)
         VALUES ($1, $2, $3, coalesce($4, '{moderate}'::text[]), $5)
         RETURNING tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-                  created_at, updated_at, quotas, rate_limits, weight
+                  created_at, updated_at, quotas, rate_limits, weight, retention_days
         "#,
         TenantId::new().0,
         name,
@@ -106,7 +108,7 @@ pub async fn list(
         Tenant,
         r#"
         SELECT tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-               created_at, updated_at, quotas, rate_limits, weight
+               created_at, updated_at, quotas, rate_limits, weight, retention_days
         FROM tenants WHERE ($1::uuid IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2
         "#,
         after.map(|t| t.0),
@@ -125,7 +127,7 @@ pub async fn get(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Er
         Tenant,
         r#"
         SELECT tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-               created_at, updated_at, quotas, rate_limits, weight
+               created_at, updated_at, quotas, rate_limits, weight, retention_days
         FROM tenants WHERE tenant_id = $1
         "#,
         id.0,
@@ -153,6 +155,8 @@ pub struct TenantChanges {
     pub rate_limits: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_days: Option<i32>,
 }
 
 /// Applies `changes`; keys keep only the scopes the tenant still grants (checked at use).
@@ -178,10 +182,11 @@ pub async fn update(
             rate_limits = CASE WHEN $7::jsonb IS NULL THEN rate_limits
                                ELSE rate_limits || $7::jsonb END,
             weight = coalesce($8, weight),
+            retention_days = coalesce($9, retention_days),
             updated_at = now()
         WHERE tenant_id = $1
         RETURNING tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-                  created_at, updated_at, quotas, rate_limits, weight
+                  created_at, updated_at, quotas, rate_limits, weight, retention_days
         "#,
         id.0,
         changes.name.as_deref(),
@@ -191,6 +196,7 @@ pub async fn update(
         changes.quotas.clone(),
         changes.rate_limits.clone(),
         changes.weight,
+        changes.retention_days,
     )
     .fetch_optional(&mut *tx)
     .await?;

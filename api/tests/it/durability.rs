@@ -54,7 +54,7 @@ async fn assert_exactly_once(h: &Harness, id: &str, n: usize, chunks: i64) {
     assert_eq!(job["status"], "completed");
     assert_eq!(
         job["counts"],
-        json!({"total": n, "succeeded": n, "failed": 0})
+        json!({"total": n, "succeeded": n, "failed": 0, "cancelled": 0})
     );
     let lines = h.results(id).await;
     assert_eq!(lines.len(), n);
@@ -208,10 +208,7 @@ async fn the_relay_publishes_sync_messages_a_crash_left_behind() {
     let tenant = h.tenant_id().await;
     let items: Vec<_> = texts(120)
         .into_iter()
-        .map(|text| gatehouse_common::job::store::NewItem {
-            custom_id: None,
-            text,
-        })
+        .map(|text| gatehouse_common::job::store::NewItem::new(None, text))
         .collect();
     let options = gatehouse_common::job::options::JobOptions::Moderate(Default::default());
     let submitted = gatehouse_common::job::store::submit(
@@ -223,8 +220,12 @@ async fn the_relay_publishes_sync_messages_a_crash_left_behind() {
             client_ip: None,
             options: &options,
             idempotency_key: None,
-            items: &items,
+            items: gatehouse_common::job::store::ItemSource::Items(&items),
+            on_invalid: Default::default(),
+            max_items: 1000,
             chunk_items: 50,
+            input_file: None,
+            parent_job: None,
             lane: gatehouse_common::job::Lane::Sync,
             now: chrono::Utc::now(),
             admission: &Default::default(),

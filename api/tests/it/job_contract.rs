@@ -142,7 +142,7 @@ async fn claim_and_complete_are_single_statements_with_exactly_once_effects() {
     assert_eq!(job["status"], "completed");
     assert_eq!(
         job["counts"],
-        json!({"total": 2, "succeeded": 2, "failed": 0})
+        json!({"total": 2, "succeeded": 2, "failed": 0, "cancelled": 0})
     );
     assert_eq!(
         h.scalar("SELECT count(*) FROM audit_events WHERE action = 'job.chunk.processed'")

@@ -24,7 +24,7 @@ async fn a_thousand_item_job_completes_with_results_in_order() {
     assert_eq!(job["status"], "completed");
     assert_eq!(
         job["counts"],
-        json!({"total": n, "succeeded": n, "failed": 0})
+        json!({"total": n, "succeeded": n, "failed": 0, "cancelled": 0})
     );
     assert!(job["completed_at"].is_string());
 

@@ -59,7 +59,15 @@ const STRICT: &[&str] = &[
 ];
 
 /// POST/PUT/PATCH routes that take no body.
-const BODILESS: &[&str] = &["/v1/auth/token", "/v1/keys/{id}/rotate"];
+/// Routes that take no JSON body (`POST /v1/files` is multipart: `files.rs` covers it).
+const BODILESS: &[&str] = &[
+    "/v1/auth/token",
+    "/v1/keys/{id}/rotate",
+    "/v1/jobs/{id}/cancel",
+    "/v1/jobs/{id}/retry",
+    "/v1/batches/{id}/cancel",
+    "/v1/files",
+];
 
 fn examples() -> Vec<(&'static str, &'static str, Caller, Value)> {
     vec![
@@ -80,6 +88,17 @@ fn examples() -> Vec<(&'static str, &'static str, Caller, Value)> {
             "/v1/moderations",
             Caller::Key,
             json!({"input": ["hello", "world"], "model": "omni-moderation-latest"}),
+        ),
+        (
+            "POST",
+            "/v1/batches",
+            Caller::Key,
+            json!({
+                "input_file_id": "file_00000000000000000000000000000000",
+                "endpoint": "/v1/moderations",
+                "completion_window": "24h",
+                "metadata": {"team": "sweep"}
+            }),
         ),
         (
             "POST",

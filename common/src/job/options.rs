@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::types::JobKind;
+use crate::{moderation::Level, types::JobKind};
 
 /// A language a text may be in or translated into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,11 +88,37 @@ pub struct TranslateOptions {
     pub target_lang: Lang,
 }
 
+/// `kind: "moderate_translate"`: each item is moderated, and only items whose level is at
+/// most `max_level` (default `safe`) are translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModerateTranslateOptions {
+    #[serde(default)]
+    pub source_lang: SourceLang,
+    pub target_lang: Lang,
+    #[serde(default = "safe")]
+    pub max_level: Level,
+}
+
+fn safe() -> Level {
+    Level::Safe
+}
+
+impl ModerateTranslateOptions {
+    pub fn translate(&self) -> TranslateOptions {
+        TranslateOptions {
+            source_lang: self.source_lang,
+            target_lang: self.target_lang,
+        }
+    }
+}
+
 /// A job's options, by kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOptions {
     Moderate(ModerateOptions),
     Translate(TranslateOptions),
+    ModerateTranslate(ModerateTranslateOptions),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +134,7 @@ impl JobOptions {
         match self {
             JobOptions::Moderate(_) => JobKind::Moderate,
             JobOptions::Translate(_) => JobKind::Translate,
+            JobOptions::ModerateTranslate(_) => JobKind::ModerateTranslate,
         }
     }
 
@@ -136,6 +163,7 @@ impl JobOptions {
         Ok(match kind {
             JobKind::Moderate => JobOptions::Moderate(typed(raw)?),
             JobKind::Translate => JobOptions::Translate(typed(raw)?),
+            JobKind::ModerateTranslate => JobOptions::ModerateTranslate(typed(raw)?),
         })
     }
 
@@ -144,6 +172,7 @@ impl JobOptions {
         let value = match self {
             JobOptions::Moderate(o) => serde_json::to_value(o),
             JobOptions::Translate(o) => serde_json::to_value(o),
+            JobOptions::ModerateTranslate(o) => serde_json::to_value(o),
         };
         value.unwrap_or_else(|_| serde_json::json!({}))
     }
@@ -153,6 +182,7 @@ impl JobOptions {
         match self {
             JobOptions::Moderate(_) => None,
             JobOptions::Translate(o) => Some(*o),
+            JobOptions::ModerateTranslate(o) => Some(o.translate()),
         }
     }
 }
@@ -193,5 +223,14 @@ mod tests {
         assert_eq!(err.field, "options.target_lang");
         assert!(JobOptions::parse(JobKind::Moderate, None).is_ok());
         assert!(JobOptions::parse(JobKind::Moderate, Some(json!({"x": 1}))).is_err());
+        let chained = JobOptions::parse(
+            JobKind::ModerateTranslate,
+            Some(json!({"target_lang": "en"})),
+        )
+        .expect("chained");
+        assert_eq!(
+            chained.to_json(),
+            json!({"source_lang": "auto", "target_lang": "en", "max_level": "safe"})
+        );
     }
 }

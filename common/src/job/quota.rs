@@ -154,6 +154,12 @@ pub fn effective(settings: &QuotaSettings, defaults: QuotaDefaults) -> Vec<Quota
     quotas
 }
 
+/// Whether a `job` kind's use counts toward a quota of the `quota` kind: its own, and (for a
+/// chained `moderate_translate` job) those of each step it runs.
+pub fn counts_toward(job: JobKind, quota: JobKind) -> bool {
+    job == quota || job.scopes().contains(&quota.as_str())
+}
+
 /// A day's use, per kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DayUsage {
@@ -165,7 +171,7 @@ impl DayUsage {
     pub fn used(&self, quota: &Quota) -> i64 {
         self.by_kind
             .iter()
-            .filter(|(k, _)| quota.kind.is_none_or(|q| q == **k))
+            .filter(|(k, _)| quota.kind.is_none_or(|q| counts_toward(**k, q)))
             .map(|(_, (items, chars))| match quota.counts {
                 Measure::Items => *items,
                 Measure::Characters => *chars,
@@ -236,7 +242,7 @@ pub fn check(
     resets_at: DateTime<Utc>,
 ) -> Result<(), QuotaExceeded> {
     for state in states(quotas, usage, resets_at) {
-        if state.quota.kind.is_some_and(|k| k != kind) {
+        if state.quota.kind.is_some_and(|q| !counts_toward(kind, q)) {
             continue;
         }
         let requested = match state.quota.counts {
@@ -288,6 +294,20 @@ mod tests {
         let negative: QuotaSettings =
             serde_json::from_value(json!({"daily_items": -1})).expect("parses");
         assert!(negative.validate().is_err());
+    }
+
+    #[test]
+    fn a_chained_job_counts_toward_both_steps() {
+        assert!(counts_toward(
+            JobKind::ModerateTranslate,
+            JobKind::Translate
+        ));
+        assert!(counts_toward(JobKind::ModerateTranslate, JobKind::Moderate));
+        assert!(!counts_toward(
+            JobKind::Translate,
+            JobKind::ModerateTranslate
+        ));
+        assert!(!counts_toward(JobKind::Moderate, JobKind::Translate));
     }
 
     #[test]

@@ -191,11 +191,31 @@ impl ItemError {
     }
 }
 
+/// A chained item as stored: its moderation, and its translation or why it has none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredChained {
+    pub moderation: StoredModeration,
+    pub translation: Option<TranslationResult>,
+    pub not_translated_reason: Option<String>,
+}
+
+/// A chained item (`moderate_translate`) as the api serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainedResult {
+    pub moderation: ModerationResult,
+    pub translated: bool,
+    pub translation: Option<TranslationResult>,
+    /// Why it was not translated (its level above the job's `max_level`, or a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_translated_reason: Option<String>,
+}
+
 /// What a worker stores for one item: one `job_results` row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoredOutcome {
     Moderated(StoredModeration),
     Translated(TranslationResult),
+    Chained(StoredChained),
     Failed(ItemError),
 }
 
@@ -204,6 +224,7 @@ pub enum StoredOutcome {
 #[serde(untagged)]
 pub enum ItemResult {
     Moderation(Box<ModerationResult>),
+    Chained(Box<ChainedResult>),
     Translation(TranslationResult),
     /// A result stored by a version before the compact encoding, as it was.
     Legacy(serde_json::Value),
@@ -222,6 +243,12 @@ impl ItemResult {
                 crate::moderation::verdict(models, &m, policy),
             ))),
             StoredOutcome::Translated(t) => Some(ItemResult::Translation(t)),
+            StoredOutcome::Chained(c) => Some(ItemResult::Chained(Box::new(ChainedResult {
+                moderation: crate::moderation::verdict(models, &c.moderation, policy),
+                translated: c.translation.is_some(),
+                translation: c.translation,
+                not_translated_reason: c.not_translated_reason,
+            }))),
             StoredOutcome::Failed(_) => None,
         }
     }
@@ -245,6 +272,7 @@ pub enum CodecError {
 /// The on-disk tag of `job_results.result` (first byte), then the postcard body.
 const MODERATION_V1: u8 = 1;
 const TRANSLATION_V1: u8 = 2;
+const CHAINED_V1: u8 = 3;
 
 impl StoredOutcome {
     /// `job_results.result` for a success (`None` for a failure).
@@ -252,6 +280,7 @@ impl StoredOutcome {
         let (tag, body) = match self {
             StoredOutcome::Moderated(m) => (MODERATION_V1, postcard::to_allocvec(m)),
             StoredOutcome::Translated(t) => (TRANSLATION_V1, postcard::to_allocvec(t)),
+            StoredOutcome::Chained(c) => (CHAINED_V1, postcard::to_allocvec(c)),
             StoredOutcome::Failed(_) => return Ok(None),
         };
         let body = body.map_err(|e| CodecError::Encode(e.to_string()))?;
@@ -272,6 +301,9 @@ impl StoredOutcome {
                 postcard::from_bytes(body).map_err(decode)?,
             )),
             TRANSLATION_V1 => Ok(StoredOutcome::Translated(
+                postcard::from_bytes(body).map_err(decode)?,
+            )),
+            CHAINED_V1 => Ok(StoredOutcome::Chained(
                 postcard::from_bytes(body).map_err(decode)?,
             )),
             other => Err(CodecError::Decode(format!("unknown result tag {other}"))),

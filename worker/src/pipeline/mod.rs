@@ -12,8 +12,8 @@ use std::time::Instant;
 use gatehouse_common::{
     db::error_class,
     job::{
-        options::JobOptions,
-        result::{ChunkModel, CodecError, ItemError, StoredOutcome},
+        options::{JobOptions, ModerateTranslateOptions},
+        result::{ChunkModel, CodecError, ItemError, StoredChained, StoredOutcome},
         store::{self, Applied, ChunkEnd, Claim, CompleteError, Completion},
     },
     moderation,
@@ -133,18 +133,24 @@ impl Pipeline {
                 Err(Step::Transient(e)) => return Err(e),
             },
             JobOptions::Translate(options) => {
-                let handle = self.translation.as_ref().ok_or_else(|| {
-                    ModelError::Load("no translation model on this worker".into())
-                })?;
+                let handle = self.translator()?;
                 let texts: Vec<&str> = claim.items.iter().map(|(_, t)| t.as_str()).collect();
                 let results = translate::items(handle, &options, &texts).await;
-                let models: Vec<&str> = handle.pairs().iter().map(|p| p.model.as_str()).collect();
                 Processed {
                     outcomes: claim.items.iter().map(|(i, _)| *i).zip(results).collect(),
                     models: Vec::new(),
                     policy: None,
-                    model_names: models.join(","),
+                    model_names: translator_names(handle),
                 }
+            }
+            JobOptions::ModerateTranslate(options) => {
+                let handle = self.translator()?;
+                let moderated = match self.moderate(chunk, &claim).await {
+                    Ok(p) => p,
+                    Err(Step::Permanent(error)) => return self.give_up(chunk, &claim, error).await,
+                    Err(Step::Transient(e)) => return Err(e),
+                };
+                chain(handle, &options, &claim, moderated).await
             }
         };
         let audit = json!({
@@ -234,6 +240,12 @@ impl Pipeline {
         })
     }
 
+    fn translator(&self) -> Result<&TranslatorHandle, ModelError> {
+        self.translation
+            .as_ref()
+            .ok_or_else(|| ModelError::Load("no translation model on this worker".into()))
+    }
+
     /// Fails the chunk's pending items with `error`, ends the chunk as dead (its message then
     /// goes to the dead-letter queue).
     async fn give_up(
@@ -275,6 +287,91 @@ impl Pipeline {
     }
 }
 
+fn translator_names(handle: &TranslatorHandle) -> String {
+    let models: Vec<&str> = handle.pairs().iter().map(|p| p.model.as_str()).collect();
+    models.join(",")
+}
+
+/// The second step of a chained job: items whose verdict (with the job's policy) is at most
+/// `max_level` are translated; the others keep their moderation and say why they were not.
+/// A failed translation fails the item (so `retry` runs it again).
+async fn chain(
+    handle: &TranslatorHandle,
+    options: &ModerateTranslateOptions,
+    claim: &Claim,
+    moderated: Processed,
+) -> Processed {
+    let policy = moderated
+        .policy
+        .clone()
+        .map(|p| p.policy.clone())
+        .unwrap_or_default();
+    let texts: std::collections::HashMap<i32, &str> =
+        claim.items.iter().map(|(i, t)| (*i, t.as_str())).collect();
+    let mut eligible: Vec<usize> = Vec::new();
+    let mut reasons: Vec<Option<String>> = Vec::with_capacity(moderated.outcomes.len());
+    for (n, (_, outcome)) in moderated.outcomes.iter().enumerate() {
+        let reason = match outcome {
+            StoredOutcome::Moderated(stored) => {
+                let level = moderation::verdict(&moderated.models, stored, &policy).level;
+                if level <= options.max_level {
+                    eligible.push(n);
+                    None
+                } else {
+                    Some(format!(
+                        "moderated {}, above the job's max_level ({})",
+                        level.as_str(),
+                        options.max_level.as_str()
+                    ))
+                }
+            }
+            _ => None,
+        };
+        reasons.push(reason);
+    }
+    let eligible_texts: Vec<&str> = eligible
+        .iter()
+        .map(|n| texts.get(&moderated.outcomes[*n].0).copied().unwrap_or(""))
+        .collect();
+    let translated = translate::items(handle, &options.translate(), &eligible_texts).await;
+    let mut translations: Vec<Option<StoredOutcome>> =
+        (0..moderated.outcomes.len()).map(|_| None).collect();
+    for (n, outcome) in eligible.into_iter().zip(translated) {
+        translations[n] = Some(outcome);
+    }
+    let outcomes = moderated
+        .outcomes
+        .into_iter()
+        .zip(translations)
+        .zip(reasons)
+        .map(|(((index, outcome), translation), reason)| {
+            let StoredOutcome::Moderated(moderation) = outcome else {
+                return (index, outcome);
+            };
+            let chained = match translation {
+                Some(StoredOutcome::Translated(t)) => StoredOutcome::Chained(StoredChained {
+                    moderation,
+                    translation: Some(t),
+                    not_translated_reason: None,
+                }),
+                Some(StoredOutcome::Failed(error)) => StoredOutcome::Failed(error),
+                _ => StoredOutcome::Chained(StoredChained {
+                    moderation,
+                    translation: None,
+                    not_translated_reason: reason,
+                }),
+            };
+            (index, chained)
+        })
+        .collect();
+    Processed {
+        outcomes,
+        model_names: format!("{},{}", moderated.model_names, translator_names(handle)),
+        models: moderated.models,
+        policy: moderated.policy,
+    }
+}
+
 /// A step's failure: retry it, or fail the items for good.
 enum Step {
     Transient(TransientError),
@@ -288,8 +385,10 @@ fn record_verdicts(
     policy: &crate::policy::CompiledPolicy,
 ) {
     for (_, outcome) in outcomes {
-        let StoredOutcome::Moderated(item) = outcome else {
-            continue;
+        let item = match outcome {
+            StoredOutcome::Moderated(item) => item,
+            StoredOutcome::Chained(chained) => &chained.moderation,
+            _ => continue,
         };
         let verdict = moderation::verdict(models, item, &policy.policy);
         metrics::counter!("gatehouse_moderation_verdicts_total", "level" => verdict.level.as_str())

@@ -124,11 +124,16 @@ pub async fn complete(
                 failed = j.failed + counts.bad,
                 status = CASE
                     WHEN j.status = 'cancelled' THEN j.status
-                    WHEN j.succeeded + j.failed + counts.ok + counts.bad >= j.total
-                        THEN CASE WHEN j.succeeded + counts.ok = 0 THEN 'failed' ELSE 'completed' END
+                    WHEN j.succeeded + j.failed + j.cancelled + counts.ok + counts.bad >= j.total
+                        THEN CASE
+                            WHEN j.status = 'cancelling' THEN 'cancelled'
+                            WHEN j.succeeded + counts.ok = 0 THEN 'failed'
+                            ELSE 'completed' END
+                    WHEN j.status = 'cancelling' THEN j.status
                     ELSE 'running' END,
                 completed_at = CASE
-                    WHEN j.succeeded + j.failed + counts.ok + counts.bad >= j.total THEN now()
+                    WHEN j.succeeded + j.failed + j.cancelled + counts.ok + counts.bad >= j.total
+                        THEN now()
                     ELSE j.completed_at END
             FROM counts
             WHERE j.job_id = $1 AND EXISTS (SELECT 1 FROM flipped)
@@ -150,7 +155,8 @@ pub async fn complete(
             SELECT $5, $10, $11, $1, $2, $12, $13 FROM flipped
             ON CONFLICT DO NOTHING
         ), notified AS (
-            SELECT pg_notify($14, $1::text) FROM job WHERE job.status IN ('completed', 'failed')
+            SELECT pg_notify($14, $1::text) FROM job
+            WHERE job.status IN ('completed', 'failed', 'cancelled')
             UNION ALL
             SELECT pg_notify($15, '') FROM flipped
         )

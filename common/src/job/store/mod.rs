@@ -6,15 +6,19 @@
 //! statement that flips it writes anything. Bulk chunks are published by the api's
 //! dispatcher (`api/src/dispatch.rs`), fairly across tenants.
 
+mod cancel;
 mod claim;
 mod complete;
+mod purge;
 mod submit;
 
+pub use cancel::{Cancelled, cancel};
 pub use claim::{Claim, claim, record_error};
 pub use complete::{Applied, ChunkEnd, CompleteError, Completion, complete};
+pub use purge::{Purged, purge_expired};
 pub use submit::{
-    Admission, NewItem, NewJob, Refusal, SubmitError, Submitted, cost as submit_cost, quote,
-    request_hash, submit,
+    Admission, ItemSource, LineError, MAX_REPORTED_LINE_ERRORS, NewItem, NewJob, OnInvalid, Parsed,
+    Refusal, RequestHash, SubmitError, Submitted, cost as submit_cost, quote, request_hash, submit,
 };
 
 use chrono::{DateTime, Utc};
@@ -33,6 +37,11 @@ pub struct JobRecord {
     pub failed: i32,
     pub created_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
+    pub cancelled: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub parent_job_id: Option<JobId>,
+    pub invalid_lines: i32,
+    pub purged_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -46,11 +55,16 @@ struct JobRow {
     failed: i32,
     created_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
+    cancelled: i32,
+    started_at: Option<DateTime<Utc>>,
+    parent_job_id: Option<JobId>,
+    invalid_lines: i32,
+    purged_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of [`JobRecord`], for queries that return jobs.
-pub const JOB_COLUMNS: &str =
-    "job_id, kind, status, shared, total, succeeded, failed, created_at, completed_at";
+pub const JOB_COLUMNS: &str = "job_id, kind, status, shared, total, succeeded, failed, \
+    created_at, completed_at, cancelled, started_at, parent_job_id, invalid_lines, purged_at";
 
 impl JobRecord {
     /// Reads a row selected with [`JOB_COLUMNS`].
@@ -74,6 +88,11 @@ impl TryFrom<JobRow> for JobRecord {
             failed: row.failed,
             created_at: row.created_at,
             completed_at: row.completed_at,
+            cancelled: row.cancelled,
+            started_at: row.started_at,
+            parent_job_id: row.parent_job_id,
+            invalid_lines: row.invalid_lines,
+            purged_at: row.purged_at,
         })
     }
 }
