@@ -213,11 +213,13 @@ impl Principal {
         }
     }
 
-    /// Which jobs this principal may share or unshare: admins any, others their own.
+    /// Which jobs (and files, batches) this principal may manage — share, cancel, retry,
+    /// delete: admins any of the tenant's, others their own (a job shared with them is
+    /// readable, not theirs to change).
     pub fn job_management<'a>(&self, actor: &'a str) -> Visibility<'a> {
         match self.role {
             Admin => Visibility::All,
-            _ => Visibility::OwnOrShared(actor),
+            _ => Visibility::Own(actor),
         }
     }
 }

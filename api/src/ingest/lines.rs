@@ -11,7 +11,30 @@ use futures_util::{Stream, StreamExt, stream::BoxStream};
 pub enum Line {
     Text(i32, String),
     /// Over the length bound, or not UTF-8.
-    Bad(i32, &'static str),
+    Bad(i32, BadLine),
+}
+
+/// Why a line could not be read at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadLine {
+    TooLong,
+    NotUtf8,
+}
+
+impl BadLine {
+    pub fn code(self) -> &'static str {
+        match self {
+            BadLine::TooLong => "line_too_long",
+            BadLine::NotUtf8 => "invalid_utf8",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            BadLine::TooLong => "the line is longer than GATEHOUSE_MAX_LINE_BYTES allows",
+            BadLine::NotUtf8 => "the line is not valid UTF-8",
+        }
+    }
 }
 
 struct Splitter<S> {
@@ -31,7 +54,7 @@ fn finish(raw: &[u8], line_no: i32) -> Option<Line> {
     }
     Some(match std::str::from_utf8(raw) {
         Ok(text) => Line::Text(line_no, text.to_string()),
-        Err(_) => Line::Bad(line_no, "the line is not valid UTF-8"),
+        Err(_) => Line::Bad(line_no, BadLine::NotUtf8),
     })
 }
 
@@ -59,13 +82,7 @@ where
                     continue;
                 }
                 if pos > st.max {
-                    return Some((
-                        Ok(Line::Bad(
-                            st.line_no,
-                            "the line is longer than the line limit",
-                        )),
-                        st,
-                    ));
+                    return Some((Ok(Line::Bad(st.line_no, BadLine::TooLong)), st));
                 }
                 if let Some(line) = finish(&raw[..pos], st.line_no) {
                     return Some((Ok(line), st));
@@ -77,10 +94,7 @@ where
                 st.skipping = true;
                 let line_no = st.line_no + 1;
                 st.buf.clear();
-                return Some((
-                    Ok(Line::Bad(line_no, "the line is longer than the line limit")),
-                    st,
-                ));
+                return Some((Ok(Line::Bad(line_no, BadLine::TooLong)), st));
             }
             if st.skipping {
                 st.buf.clear();
@@ -161,9 +175,9 @@ mod tests {
             got,
             vec![
                 Line::Text(1, "ok".into()),
-                Line::Bad(2, "the line is longer than the line limit"),
-                Line::Bad(3, "the line is not valid UTF-8"),
-                Line::Bad(4, "the line is longer than the line limit"),
+                Line::Bad(2, BadLine::TooLong),
+                Line::Bad(3, BadLine::NotUtf8),
+                Line::Bad(4, BadLine::TooLong),
                 Line::Text(5, "end".into()),
             ]
         );

@@ -145,8 +145,8 @@ pub fn items(
                 Ok(lines::Line::Bad(no, reason)) => vec![Ok(Parsed::Invalid(LineError {
                     line: no,
                     field: None,
-                    code: "invalid_line".into(),
-                    message: reason.into(),
+                    code: reason.code().into(),
+                    message: reason.message().into(),
                 }))],
             };
             futures_util::stream::iter(parsed)

@@ -164,9 +164,11 @@ impl From<BatchRow> for Batch {
     }
 }
 
+/// Batches of `tenant` the caller may see (as its jobs: its own and shared ones, admins all).
 async fn load(
     state: &AppState,
     tenant: TenantId,
+    visibility: jobs::Visibility<'_>,
     id: Option<BatchId>,
     before: Option<BatchId>,
     limit: i64,
@@ -202,6 +204,7 @@ async fn load(
         ) l ON true
         WHERE b.tenant_id = $1 AND ($2::uuid IS NULL OR b.batch_id = $2)
           AND ($3::uuid IS NULL OR b.batch_id < $3)
+          AND (NOT $6::bool OR b.created_by = $5::text OR ($7::bool AND coalesce(j.shared, false)))
         ORDER BY b.batch_id DESC
         LIMIT $4
         "#,
@@ -209,6 +212,9 @@ async fn load(
         id.map(|i| i.0),
         before.map(|b| b.0),
         limit,
+        visibility.owner(),
+        visibility.restricted(),
+        visibility.shared(),
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -295,10 +301,15 @@ async fn create(
         .input_file_id
         .parse()
         .map_err(|_| ApiError::invalid("unknown_file", "input_file_id", "no such file"))?;
-    let file = files::get(&state.pool, tenant, file_id)
-        .await?
-        .filter(|f| f.kind == "upload")
-        .ok_or_else(|| ApiError::invalid("unknown_file", "input_file_id", "no such file"))?;
+    let file = files::get(
+        &state.pool,
+        tenant,
+        file_id,
+        principal.job_management(&principal.actor()),
+    )
+    .await?
+    .filter(|f| f.kind == "upload")
+    .ok_or_else(|| ApiError::invalid("unknown_file", "input_file_id", "no such file"))?;
     let options = match kind {
         JobKind::Moderate => JobOptions::Moderate(ModerateOptions::default()),
         JobKind::Translate => match first_pair(&state, tenant, file.id).await? {
@@ -440,7 +451,15 @@ async fn create(
         state.dispatch_notify.notify_one();
     }
     tx.commit().await?;
-    let mut found = load(&state, tenant, Some(batch_id), None, 1).await?;
+    let mut found = load(
+        &state,
+        tenant,
+        principal.job_visibility(&actor),
+        Some(batch_id),
+        None,
+        1,
+    )
+    .await?;
     found.pop().map(Json).ok_or(ApiError::NotFound)
 }
 
@@ -490,7 +509,17 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Batch>, ApiError> {
     principal.require(&policy::JOBS_READ)?;
-    let mut found = load(&state, principal.tenant()?, Some(parse_id(&id)?), None, 1).await?;
+    let actor = principal.actor();
+    let visible = principal.job_visibility(&actor);
+    let mut found = load(
+        &state,
+        principal.tenant()?,
+        visible,
+        Some(parse_id(&id)?),
+        None,
+        1,
+    )
+    .await?;
     found.pop().map(Json).ok_or(ApiError::NotFound)
 }
 
@@ -501,9 +530,11 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(&policy::JOBS_READ)?;
     let limit = page.limit()?;
+    let actor = principal.actor();
     let batches = load(
         &state,
         principal.tenant()?,
+        principal.job_visibility(&actor),
         None,
         page.after::<BatchId>()?,
         limit,
@@ -529,10 +560,18 @@ async fn cancel(
     principal.require(&policy::JOBS_SUBMIT)?;
     let tenant = principal.tenant()?;
     let id = parse_id(&id)?;
-    let batch = load(&state, tenant, Some(id), None, 1)
-        .await?
-        .pop()
-        .ok_or(ApiError::NotFound)?;
+    let actor = principal.actor();
+    let batch = load(
+        &state,
+        tenant,
+        principal.job_management(&actor),
+        Some(id),
+        None,
+        1,
+    )
+    .await?
+    .pop()
+    .ok_or(ApiError::NotFound)?;
     if let Some(job) = batch.job_id {
         // The principal must be able to manage the job behind the batch.
         let actor = principal.actor();
@@ -549,7 +588,15 @@ async fn cancel(
         }
         store::cancel(&state.pool, tenant, job, &actor, Some(principal.client_ip)).await?;
     }
-    let mut found = load(&state, tenant, Some(id), None, 1).await?;
+    let mut found = load(
+        &state,
+        tenant,
+        principal.job_management(&actor),
+        Some(id),
+        None,
+        1,
+    )
+    .await?;
     found.pop().map(Json).ok_or(ApiError::NotFound)
 }
 

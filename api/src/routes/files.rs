@@ -173,9 +173,11 @@ async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require(&policy::FILES_READ)?;
     let limit = page.limit()?;
+    let actor = principal.actor();
     let list = files::list(
         &state.pool,
         principal.tenant()?,
+        principal.job_management(&actor),
         page.after::<FileId>()?,
         limit,
     )
@@ -200,10 +202,16 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<files::File>, ApiError> {
     principal.require(&policy::FILES_READ)?;
-    files::get(&state.pool, principal.tenant()?, parse_id(&id)?)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound)
+    let actor = principal.actor();
+    files::get(
+        &state.pool,
+        principal.tenant()?,
+        parse_id(&id)?,
+        principal.job_management(&actor),
+    )
+    .await?
+    .map(Json)
+    .ok_or(ApiError::NotFound)
 }
 
 async fn remove(
@@ -213,7 +221,15 @@ async fn remove(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require(&policy::FILES_WRITE)?;
     let id = parse_id(&id)?;
-    if files::delete(&state.pool, principal.tenant()?, id).await? {
+    let actor = principal.actor();
+    if files::delete(
+        &state.pool,
+        principal.tenant()?,
+        id,
+        principal.job_management(&actor),
+    )
+    .await?
+    {
         Ok(Json(json!({"id": id, "object": "file", "deleted": true})))
     } else {
         Err(ApiError::NotFound)
@@ -229,9 +245,15 @@ async fn content(
 ) -> Result<Response, ApiError> {
     principal.require(&policy::FILES_READ)?;
     let tenant = principal.tenant()?;
-    let file = files::get(&state.pool, tenant, parse_id(&id)?)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let actor = principal.actor();
+    let file = files::get(
+        &state.pool,
+        tenant,
+        parse_id(&id)?,
+        principal.job_management(&actor),
+    )
+    .await?
+    .ok_or(ApiError::NotFound)?;
     let body = match (file.kind.as_str(), file.source_job_id) {
         ("upload", _) => Body::from_stream(ingest::file_bytes(state.pool.clone(), tenant, file.id)),
         (kind, Some(job)) => {

@@ -42,7 +42,13 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
-    pub kind: String,
+    /// `moderate`, `translate` or `moderate_translate` (or give `pipeline`).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The steps, as an alternative to `kind`: `["moderate"]`, `["translate"]` or
+    /// `["moderate", "translate"]` (= `moderate_translate`).
+    #[serde(default)]
+    pub pipeline: Option<Vec<String>>,
     #[serde(default)]
     pub items: Option<Vec<ItemIn>>,
     /// A file uploaded with `POST /v1/files`: one item (or OpenAI batch request) per line.
@@ -68,6 +74,9 @@ struct NdjsonQuery {
     source_lang: Option<String>,
     #[serde(default)]
     target_lang: Option<String>,
+    /// `moderate_translate`: the worst level still translated.
+    #[serde(default)]
+    max_level: Option<String>,
     #[serde(default)]
     on_invalid: OnInvalid,
 }
@@ -81,6 +90,36 @@ fn parse_kind(raw: &str) -> Result<JobKind, ApiError> {
             format!("unknown kind `{raw}`; supported: {}", supported.join(", ")),
         )
     })
+}
+
+/// The kind of a JSON submission: `kind`, or the steps of `pipeline`.
+fn body_kind(kind: Option<&str>, pipeline: Option<&[String]>) -> Result<JobKind, ApiError> {
+    match (kind, pipeline) {
+        (Some(kind), None) => parse_kind(kind),
+        (None, Some(steps)) => {
+            let steps: Vec<&str> = steps.iter().map(String::as_str).collect();
+            match steps.as_slice() {
+                ["moderate"] => Ok(JobKind::Moderate),
+                ["translate"] => Ok(JobKind::Translate),
+                ["moderate", "translate"] => Ok(JobKind::ModerateTranslate),
+                _ => Err(ApiError::invalid(
+                    "invalid_pipeline",
+                    "pipeline",
+                    "pipeline must be [\"moderate\"], [\"translate\"] or [\"moderate\", \"translate\"]",
+                )),
+            }
+        }
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "invalid_body",
+            "pipeline",
+            "send either `kind` or `pipeline`, not both",
+        )),
+        (None, None) => Err(ApiError::invalid(
+            "missing_kind",
+            "kind",
+            "`kind` is required (moderate, translate or moderate_translate)",
+        )),
+    }
 }
 
 fn is_ndjson(headers: &HeaderMap) -> bool {
@@ -125,6 +164,9 @@ async fn create(
         if let Some(t) = query.target_lang {
             raw.insert("target_lang".into(), serde_json::Value::String(t));
         }
+        if let Some(l) = query.max_level {
+            raw.insert("max_level".into(), serde_json::Value::String(l));
+        }
         let raw = (!raw.is_empty()).then_some(serde_json::Value::Object(raw));
         let options = job_options(&state, kind, raw)?;
         return submit(
@@ -140,7 +182,7 @@ async fn create(
     }
     let request = Request::from_parts(parts, body);
     let ApiJson(body) = ApiJson::<CreateJob>::from_request(request, &state).await?;
-    let kind = parse_kind(&body.kind)?;
+    let kind = body_kind(body.kind.as_deref(), body.pipeline.as_deref())?;
     principal.require_kind(kind)?;
     let options = job_options(&state, kind, body.options)?;
     let input = match (body.items, body.input_file_id) {
@@ -149,12 +191,15 @@ async fn create(
             let id: FileId = raw
                 .parse()
                 .map_err(|_| ApiError::invalid("unknown_file", "input_file_id", "no such file"))?;
-            let file = files::get(&state.pool, tenant_id, id)
-                .await?
-                .filter(|f| f.kind == "upload")
-                .ok_or_else(|| {
-                    ApiError::invalid("unknown_file", "input_file_id", "no such file")
-                })?;
+            let file = files::get(
+                &state.pool,
+                tenant_id,
+                id,
+                principal.job_management(&principal.actor()),
+            )
+            .await?
+            .filter(|f| f.kind == "upload")
+            .ok_or_else(|| ApiError::invalid("unknown_file", "input_file_id", "no such file"))?;
             Input::File(file.id)
         }
         (Some(_), Some(_)) => {

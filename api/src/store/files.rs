@@ -11,6 +11,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 
+use super::jobs::Visibility;
+
 /// Bytes per stored part.
 pub const PART_BYTES: usize = 1024 * 1024;
 
@@ -259,8 +261,14 @@ pub async fn create_virtual(
     Ok(id)
 }
 
-/// The tenant's file (`None`: unknown, another tenant's, or deleted).
-pub async fn get(pool: &PgPool, tenant: TenantId, id: FileId) -> Result<Option<File>, sqlx::Error> {
+/// The tenant's file (`None`: unknown, another tenant's, deleted, or not the caller's: files
+/// are their uploader's, and admins see all of the tenant's).
+pub async fn get(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: FileId,
+    visibility: Visibility<'_>,
+) -> Result<Option<File>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let row = sqlx::query_as!(
         FileRow,
@@ -268,9 +276,12 @@ pub async fn get(pool: &PgPool, tenant: TenantId, id: FileId) -> Result<Option<F
         SELECT file_id AS "file_id: FileId", bytes, created_at, filename, purpose, lines, kind,
                source_job_id AS "source_job_id: JobId"
         FROM files WHERE file_id = $1 AND tenant_id = $2 AND deleted_at IS NULL
+          AND (NOT $4::bool OR created_by = $3::text)
         "#,
         id.0,
-        tenant.0
+        tenant.0,
+        visibility.owner(),
+        visibility.restricted(),
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -282,6 +293,7 @@ pub async fn get(pool: &PgPool, tenant: TenantId, id: FileId) -> Result<Option<F
 pub async fn list(
     pool: &PgPool,
     tenant: TenantId,
+    visibility: Visibility<'_>,
     before: Option<FileId>,
     limit: i64,
 ) -> Result<Vec<File>, sqlx::Error> {
@@ -293,11 +305,14 @@ pub async fn list(
                source_job_id AS "source_job_id: JobId"
         FROM files
         WHERE tenant_id = $1 AND deleted_at IS NULL AND ($2::uuid IS NULL OR file_id < $2)
+          AND (NOT $5::bool OR created_by = $4::text)
         ORDER BY file_id DESC LIMIT $3
         "#,
         tenant.0,
         before.map(|f| f.0),
-        limit
+        limit,
+        visibility.owner(),
+        visibility.restricted(),
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -306,12 +321,23 @@ pub async fn list(
 }
 
 /// Deletes a file's contents (the row stays, marked deleted). `false`: not the tenant's.
-pub async fn delete(pool: &PgPool, tenant: TenantId, id: FileId) -> Result<bool, sqlx::Error> {
+pub async fn delete(
+    pool: &PgPool,
+    tenant: TenantId,
+    id: FileId,
+    visibility: Visibility<'_>,
+) -> Result<bool, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let deleted = sqlx::query!(
-        "UPDATE files SET deleted_at = now() WHERE file_id = $1 AND tenant_id = $2 AND deleted_at IS NULL",
+        r"
+        UPDATE files SET deleted_at = now()
+        WHERE file_id = $1 AND tenant_id = $2 AND deleted_at IS NULL AND kind = 'upload'
+          AND (NOT $4::bool OR created_by = $3::text)
+        ",
         id.0,
-        tenant.0
+        tenant.0,
+        visibility.owner(),
+        visibility.restricted(),
     )
     .execute(&mut *tx)
     .await?

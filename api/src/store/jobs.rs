@@ -127,19 +127,26 @@ pub enum Visibility<'a> {
     All,
     /// Jobs submitted by this principal, and shared ones (reviewers, keys).
     OwnOrShared(&'a str),
+    /// Jobs submitted by this principal only (what non-admins may manage).
+    Own(&'a str),
     /// Shared jobs only (guests).
     Shared,
 }
 
 impl Visibility<'_> {
-    fn owner(&self) -> Option<&str> {
+    pub(crate) fn owner(&self) -> Option<&str> {
         match self {
-            Visibility::OwnOrShared(owner) => Some(owner),
+            Visibility::OwnOrShared(owner) | Visibility::Own(owner) => Some(owner),
             _ => None,
         }
     }
 
-    fn restricted(&self) -> bool {
+    /// Whether shared jobs are included.
+    pub(crate) fn shared(&self) -> bool {
+        matches!(self, Visibility::OwnOrShared(_) | Visibility::Shared)
+    }
+
+    pub(crate) fn restricted(&self) -> bool {
         !matches!(self, Visibility::All)
     }
 }
@@ -170,12 +177,13 @@ pub async fn get(
                END AS queue_position
         FROM jobs j JOIN tenants t ON t.tenant_id = j.tenant_id
         WHERE j.job_id = $1 AND j.tenant_id = $2
-          AND (NOT $4::bool OR j.shared OR j.created_by = $3::text)
+          AND (NOT $4::bool OR ($5::bool AND j.shared) OR j.created_by = $3::text)
         "#,
         id.0,
         tenant.0,
         visibility.owner(),
         visibility.restricted(),
+        visibility.shared(),
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -208,7 +216,8 @@ pub async fn list(
                       AND o.status IN ('queued', 'running') AND o.job_id < j.job_id)
                END AS queue_position
         FROM jobs j JOIN tenants t ON t.tenant_id = j.tenant_id
-        WHERE j.tenant_id = $1 AND (NOT $3::bool OR j.shared OR j.created_by = $2::text)
+        WHERE j.tenant_id = $1
+          AND (NOT $3::bool OR ($6::bool AND j.shared) OR j.created_by = $2::text)
           AND ($4::uuid IS NULL OR j.job_id < $4)
         ORDER BY j.job_id DESC
         LIMIT $5
@@ -218,6 +227,7 @@ pub async fn list(
         visibility.restricted(),
         before.map(|j| j.0),
         limit,
+        visibility.shared(),
     )
     .fetch_all(&mut *tx)
     .await?;

@@ -86,6 +86,18 @@ enum Route {
     UpdatePolicy,
     ReadUsage,
     ChangeKey,
+    JobErrors,
+    CancelJob,
+    RetryJob,
+    UploadFile,
+    ListFiles,
+    ShowFile,
+    FileContent,
+    DeleteFile,
+    CreateBatch,
+    ListBatches,
+    ShowBatch,
+    CancelBatch,
 }
 
 use Route::*;
@@ -101,8 +113,12 @@ const MATRIX: &[(&[Route], [Expect; 7])] = &[
     (&[Token],                                        [F,   F,  F,  F,    Y,  F,   U]),
     (&[Me],                                           [Y,   Y,  Y,  Y,    Y,  Y,   U]),
     (&[SubmitJob],                                    [F,   Y,  Y,  F,    Y,  Y,   U]),
-    (&[ListJobs, ShowJob, JobResults],                [F,   Y,  Y,  Y,    Y,  Y,   U]),
-    (&[ShareJob],                                     [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[ListJobs, ShowJob, JobResults, JobErrors],     [F,   Y,  Y,  Y,    Y,  Y,   U]),
+    (&[ShareJob, CancelJob, RetryJob],                [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[UploadFile, DeleteFile],                       [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[ListFiles, ShowFile, FileContent],             [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[CreateBatch, CancelBatch],                     [F,   Y,  Y,  F,    Y,  Y,   U]),
+    (&[ListBatches, ShowBatch],                       [F,   Y,  Y,  Y,    Y,  Y,   U]),
     (&[Examples],                                     [F,   Y,  Y,  Y,    Y,  Y,   U]),
     (&[CreateKey, ListKeys],                          [F,   Y,  F,  F,    F,  F,   U]),
     (&[RotateKey, RevokeKey, ChangeKey],              [F,   Y,  F,  F,    F,  F,   U]),
@@ -116,11 +132,12 @@ const MATRIX: &[(&[Route], [Expect; 7])] = &[
     (&[ReadUsage],                                    [Y,   Y,  F,  F,    F,  F,   U]),
 ];
 
-/// One request: method, path, JSON body.
+/// One request: method, path, JSON body (or a multipart upload).
 struct Req {
     method: Method,
     uri: String,
     body: Option<Value>,
+    upload: Option<Vec<u8>>,
 }
 
 impl Req {
@@ -129,6 +146,7 @@ impl Req {
             method,
             uri: uri.into(),
             body,
+            upload: None,
         }
     }
 
@@ -160,6 +178,11 @@ struct World {
     patch_user: UserId,
     /// A tenant every `PATCH /v1/tenants/{id}` renames (never acme).
     patch_tenant: TenantId,
+    /// A file and a batch of the reviewer's and of the key's.
+    reviewer_file: String,
+    key_file: String,
+    reviewer_batch: String,
+    key_batch: String,
     /// For unique names.
     seq: Cell<u32>,
 }
@@ -183,6 +206,55 @@ impl World {
             Who::Admin | Who::Reviewer => &self.reviewer_job,
             _ => &self.key_job,
         }
+    }
+
+    /// The file (and batch) `who` reads: like [`World::job_for`] (guests read the key's
+    /// batch, whose job is shared).
+    fn file_for(&self, who: Who) -> &str {
+        match who {
+            Who::Admin | Who::Reviewer => &self.reviewer_file,
+            _ => &self.key_file,
+        }
+    }
+
+    fn batch_for(&self, who: Who) -> &str {
+        match who {
+            Who::Admin | Who::Reviewer => &self.reviewer_batch,
+            _ => &self.key_batch,
+        }
+    }
+
+    /// The bearer that owns what `who` manages (the admin manages the reviewer's).
+    fn owner_bearer(&self, who: Who) -> Option<&str> {
+        // Principals that may not manage anything get the key's (their cells are ⛔ / 🔒,
+        // whatever the target).
+        match who {
+            Who::Admin | Who::Reviewer => self.bearer(Who::Reviewer),
+            _ => self.bearer(Who::Key),
+        }
+    }
+
+    /// A finished job of `who`'s (see [`World::owner_bearer`]) with one failed item.
+    async fn failed_job(&self, who: Who) -> String {
+        let bearer = self.owner_bearer(who).unwrap_or_default().to_string();
+        let id = submit(&self.h, &bearer).await;
+        let uuid = uuid::Uuid::parse_str(id.trim_start_matches("job_")).expect("uuid");
+        sqlx::query(
+            "WITH r AS (INSERT INTO job_results (job_id, item_index, tenant_id, chunk_index, status, error)
+                        SELECT job_id, 0, tenant_id, 0, 'failed', '{\"code\": \"x\", \"message\": \"x\"}'
+                        FROM jobs WHERE job_id = $1)
+             UPDATE jobs SET status = 'completed', failed = 1, completed_at = now() WHERE job_id = $1",
+        )
+        .bind(uuid)
+        .execute(&self.h.env.pool)
+        .await
+        .expect("fail the job");
+        sqlx::query("UPDATE job_chunks SET status = 'done' WHERE job_id = $1")
+            .bind(uuid)
+            .execute(&self.h.env.pool)
+            .await
+            .expect("finish the chunk");
+        id
     }
 
     /// A sensible request for `route` by `who`; mutating routes get fresh throwaway targets.
@@ -294,6 +366,61 @@ impl World {
                 format!("/v1/tenants/{}", self.patch_tenant),
                 Some(json!({"name": self.unique("renamed")})),
             ),
+            JobErrors => Req::new(
+                Method::GET,
+                format!("/v1/jobs/{}/errors", self.job_for(who)),
+                None,
+            ),
+            CancelJob => {
+                let bearer = self.owner_bearer(who).unwrap_or_default().to_string();
+                let id = submit(&self.h, &bearer).await;
+                Req::new(Method::POST, format!("/v1/jobs/{id}/cancel"), None)
+            }
+            RetryJob => {
+                let id = self.failed_job(who).await;
+                Req::new(Method::POST, format!("/v1/jobs/{id}/retry"), None)
+            }
+            UploadFile => Req {
+                upload: Some(b"{\"text\": \"hi\"}\n".to_vec()),
+                ..Req::new(Method::POST, "/v1/files", None)
+            },
+            ListFiles => Req::new(Method::GET, "/v1/files", None),
+            ShowFile => Req::new(
+                Method::GET,
+                format!("/v1/files/{}", self.file_for(who)),
+                None,
+            ),
+            FileContent => Req::new(
+                Method::GET,
+                format!("/v1/files/{}/content", self.file_for(who)),
+                None,
+            ),
+            DeleteFile => {
+                let bearer = self.owner_bearer(who).unwrap_or_default().to_string();
+                let id = upload_file(&self.h, &bearer).await;
+                Req::new(Method::DELETE, format!("/v1/files/{id}"), None)
+            }
+            CreateBatch => Req::new(
+                Method::POST,
+                "/v1/batches",
+                Some(json!({
+                    "input_file_id": self.file_for(who),
+                    "endpoint": "/v1/moderations",
+                    "completion_window": "24h",
+                })),
+            ),
+            ListBatches => Req::new(Method::GET, "/v1/batches", None),
+            ShowBatch => Req::new(
+                Method::GET,
+                format!("/v1/batches/{}", self.batch_for(who)),
+                None,
+            ),
+            CancelBatch => {
+                let bearer = self.owner_bearer(who).unwrap_or_default().to_string();
+                let file = upload_file(&self.h, &bearer).await;
+                let batch = create_batch(&self.h, &bearer, &file).await;
+                Req::new(Method::POST, format!("/v1/batches/{batch}/cancel"), None)
+            }
         }
     }
 
@@ -327,11 +454,26 @@ impl World {
                 format!("/v1/tenants/ten_{NONE}"),
                 Some(json!({"name": "x"})),
             ),
+            JobErrors => Req::new(Method::GET, format!("/v1/jobs/job_{NONE}/errors"), None),
+            CancelJob => Req::new(Method::POST, format!("/v1/jobs/job_{NONE}/cancel"), None),
+            RetryJob => Req::new(Method::POST, format!("/v1/jobs/job_{NONE}/retry"), None),
+            ShowFile => Req::new(Method::GET, format!("/v1/files/file_{NONE}"), None),
+            FileContent => Req::new(Method::GET, format!("/v1/files/file_{NONE}/content"), None),
+            DeleteFile => Req::new(Method::DELETE, format!("/v1/files/file_{NONE}"), None),
+            ShowBatch => Req::new(Method::GET, format!("/v1/batches/batch_{NONE}"), None),
+            CancelBatch => Req::new(
+                Method::POST,
+                format!("/v1/batches/batch_{NONE}/cancel"),
+                None,
+            ),
             _ => return None,
         })
     }
 
     async fn send(&self, req: Req, who: Who) -> Reply {
+        if let Some(content) = req.upload {
+            return crate::bulk::upload_as(&self.h, self.bearer(who), &content, "jobs").await;
+        }
         self.h
             .call(req.method, &req.uri, self.bearer(who), req.body)
             .await
@@ -426,6 +568,30 @@ async fn world() -> World {
     assert_eq!(shared.status, StatusCode::OK, "share the key's job");
     let patch_user = new_user(&h.state, Some(acme), "patched", Role::Reviewer).await;
     let (patch_tenant, _) = new_tenant(&h.state, "renamed-tenant").await;
+    let reviewer_file = upload_file(&h, &reviewer).await;
+    let key_file = upload_file(&h, &h.key).await;
+    let reviewer_batch = create_batch(&h, &reviewer, &reviewer_file).await;
+    let key_batch = create_batch(&h, &h.key, &key_file).await;
+    // Guests read batches of shared jobs: the key shares its batch's job.
+    let batch = h
+        .call(
+            Method::GET,
+            &format!("/v1/batches/{key_batch}"),
+            Some(&h.key),
+            None,
+        )
+        .await
+        .json();
+    let batch_job = batch["job_id"].as_str().expect("batch job").to_string();
+    let shared = h
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{batch_job}/share"),
+            Some(&h.key),
+            Some(json!({"shared": true})),
+        )
+        .await;
+    assert_eq!(shared.status, StatusCode::OK, "share the key's batch job");
     World {
         h,
         acme,
@@ -434,8 +600,43 @@ async fn world() -> World {
         key_job,
         patch_user,
         patch_tenant,
+        reviewer_file,
+        key_file,
+        reviewer_batch,
+        key_batch,
         seq: Cell::new(0),
     }
+}
+
+/// `POST /v1/files` (one item line) as `bearer`; the file id.
+async fn upload_file(h: &Harness, bearer: &str) -> String {
+    let reply = crate::bulk::upload_as(h, Some(bearer), b"{\"text\": \"hi\"}\n", "batch").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "upload: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["id"].as_str().expect("file id").to_string()
+}
+
+/// `POST /v1/batches` of `file` as `bearer`; the batch id.
+async fn create_batch(h: &Harness, bearer: &str, file: &str) -> String {
+    let reply = h
+        .call(
+            Method::POST,
+            "/v1/batches",
+            Some(bearer),
+            Some(json!({"input_file_id": file, "endpoint": "/v1/moderations", "completion_window": "24h"})),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "batch: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["id"].as_str().expect("batch id").to_string()
 }
 
 /// `POST /v1/jobs` as `bearer`; the job id.
@@ -463,7 +664,7 @@ async fn every_cell_of_the_routes_table() {
 
     // The matrix covers every route exactly once.
     let covered: Vec<Route> = MATRIX.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-    assert_eq!(covered.len(), 34, "every route of the table, once");
+    assert_eq!(covered.len(), 46, "every route of the table, once");
 
     let mut failures = Vec::new();
     let mut cells = 0;
@@ -490,7 +691,7 @@ async fn every_cell_of_the_routes_table() {
             }
         }
     }
-    assert_eq!(cells, 34 * 7);
+    assert_eq!(cells, 46 * 7);
 
     // The principals survived their own ✅ cells (throwaway targets only).
     for who in COLUMNS.iter().copied().filter(|w| *w != Who::Anonymous) {

@@ -3,6 +3,7 @@
 
 mod authorization;
 mod bad_input;
+mod bulk;
 mod capacity;
 mod cli;
 mod connections;
