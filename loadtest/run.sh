@@ -31,7 +31,8 @@ case "$KIND" in
     moderate) TAG=loadtest; RESTART="make loadtest" ;;
     translate) TAG=translate; RESTART="bash loadtest/translate.sh" ;;
     fairness) TAG=fairness; RESTART="bash loadtest/fairness.sh" ;;
-    *) printf 'LOADTEST_KIND must be moderate, translate or fairness\n' >&2; exit 2 ;;
+    bulk) TAG=bulk; RESTART="bash loadtest/bulk.sh" ;;
+    *) printf 'LOADTEST_KIND must be moderate, translate, fairness or bulk\n' >&2; exit 2 ;;
 esac
 
 log() { printf '[%s] %s\n' "$TAG" "$*" >&2; }
@@ -124,6 +125,9 @@ key_id="$(json_field id <<<"$key_json")" || key_id="?"
 unset key_json
 log "tenant $tenant_id ($name), key $key_id"
 
+if [[ "$KIND" == bulk ]]; then
+    script=(bulk.py)
+fi
 if [[ "$KIND" == fairness ]]; then
     # A second tenant (B), whose latency under A's load is what is measured.
     tenant_b_json="$(admin tenant create --name "$name-b" --slug "lt-$TAG-$rand-b")" || exit 2

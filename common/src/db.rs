@@ -104,6 +104,28 @@ pub async fn begin(
     pool.begin_with(statement).await
 }
 
+/// [`begin`] for keyset pages (`WHERE key > $after ORDER BY key LIMIT $n`) over a big table:
+/// bitmap scans are off for the transaction. Row-level security's filter makes the planner
+/// estimate a handful of rows, so it prefers a bitmap scan of *every* row after the cursor
+/// plus a sort over walking the primary key and stopping at the limit — 250 ms instead of
+/// 2 ms for a page of a 100,000-item job (measured on `GET /v1/jobs/{id}/results`).
+pub async fn begin_keyset(
+    pool: &PgPool,
+    scope: Scope,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let statement = match scope {
+        Scope::Tenant(tenant) => format!(
+            "BEGIN; SELECT set_config('gatehouse.tenant_id', '{}', true); SET LOCAL enable_bitmapscan = off",
+            tenant.0.hyphenated()
+        ),
+        Scope::Platform => {
+            "BEGIN; SELECT set_config('gatehouse.platform', 'on', true); SET LOCAL enable_bitmapscan = off"
+                .into()
+        }
+    };
+    pool.begin_with(statement).await
+}
+
 /// Creates the database named in the URL when it does not exist yet.
 pub async fn ensure_database(database_url: &str) -> Result<(), DbSetupError> {
     let options = PgConnectOptions::from_str(database_url).map_err(DbSetupError::Url)?;

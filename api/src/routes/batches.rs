@@ -189,6 +189,11 @@ async fn load(
         FROM batches b
         LEFT JOIN jobs j ON j.job_id = b.job_id
         LEFT JOIN LATERAL (
+            -- One item per line: the job's own counts.
+            SELECT j.input_lines::int8 AS total, j.succeeded::int8 AS done,
+                   j.failed::int8 AS failed
+            WHERE j.input_lines = j.total
+            UNION ALL
             SELECT count(*)::int8 AS total,
                    (count(*) FILTER (WHERE g.items = g.ok))::int8 AS done,
                    (count(*) FILTER (WHERE g.bad > 0 AND g.items = g.ok + g.bad))::int8 AS failed
@@ -198,9 +203,10 @@ async fn load(
                        count(r.item_index) FILTER (WHERE r.status = 'failed') AS bad
                 FROM job_items i
                 LEFT JOIN job_results r ON r.job_id = i.job_id AND r.item_index = i.item_index
-                WHERE i.job_id = b.job_id
+                WHERE i.job_id = b.job_id AND j.input_lines IS DISTINCT FROM j.total
                 GROUP BY i.line_no
             ) g
+            HAVING j.input_lines IS DISTINCT FROM j.total
         ) l ON true
         WHERE b.tenant_id = $1 AND ($2::uuid IS NULL OR b.batch_id = $2)
           AND ($3::uuid IS NULL OR b.batch_id < $3)

@@ -83,7 +83,7 @@ impl ResultsReader {
         limit: i64,
         status: Option<ItemStatus>,
     ) -> Result<Vec<ResultLine>, sqlx::Error> {
-        let mut tx = db::begin(&self.pool, Scope::Tenant(self.tenant)).await?;
+        let mut tx = db::begin_keyset(&self.pool, Scope::Tenant(self.tenant)).await?;
         let lines = sqlx::query_as!(
             StoredLine,
             r"
@@ -180,7 +180,7 @@ pub async fn line_errors(
     after: i32,
     limit: i64,
 ) -> Result<Vec<LineError>, sqlx::Error> {
-    let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
+    let mut tx = db::begin_keyset(pool, Scope::Tenant(tenant)).await?;
     let rows = sqlx::query!(
         r"
         SELECT line_no, field, code, message FROM job_line_errors
@@ -228,7 +228,7 @@ struct ItemRow {
 impl ResultsReader {
     /// Items after `after` (exclusive) with their results where they have one.
     pub async fn items(&mut self, after: i32, limit: i64) -> Result<Vec<ItemState>, sqlx::Error> {
-        let mut tx = db::begin(&self.pool, Scope::Tenant(self.tenant)).await?;
+        let mut tx = db::begin_keyset(&self.pool, Scope::Tenant(self.tenant)).await?;
         let rows = sqlx::query_as!(
             ItemRow,
             r#"

@@ -459,6 +459,9 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, SubmitE
     let mut line_errors: Vec<LineError> = Vec::new();
     let mut invalid = 0usize;
     let mut too_many = false;
+    // Distinct input lines among the items (a line's items arrive together).
+    let mut input_lines: i32 = 0;
+    let mut last_line: Option<i32> = None;
     let storing = previous.is_none();
     let mut items = match source {
         ItemSource::Items(items) => {
@@ -475,6 +478,10 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, SubmitE
                 }
                 hash.item(&item);
                 characters += item.text.chars().count() as i64;
+                if item.line_no.is_some() && item.line_no != last_line {
+                    input_lines += 1;
+                    last_line = item.line_no;
+                }
                 if storing && (invalid == 0 || new.on_invalid == OnInvalid::Skip) {
                     pending.indexes.push(total);
                     pending.custom_ids.push(item.custom_id);
@@ -583,7 +590,8 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, SubmitE
     let row = sqlx::query_as!(
         JobRow,
         r#"
-        UPDATE jobs SET total = $2, characters = $3, invalid_lines = $4, request_sha256 = $5
+        UPDATE jobs SET total = $2, characters = $3, invalid_lines = $4, request_sha256 = $5,
+                        input_lines = $6
         WHERE job_id = $1
         RETURNING job_id AS "job_id: JobId", kind, status, shared, total, succeeded, failed,
                   created_at, completed_at, cancelled, started_at,
@@ -594,6 +602,7 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, SubmitE
         cost.characters,
         i32::try_from(invalid).unwrap_or(i32::MAX),
         request_sha256.as_deref(),
+        (last_line.is_some()).then_some(input_lines),
     )
     .fetch_one(&mut *tx)
     .await?;
