@@ -14,7 +14,7 @@ API_BIN := target/debug/gatehouse-api
 # Name prefix of the databases, queues and exchanges the tests create.
 TEST_PREFIX ?= gh_test_
 
-.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk bench-translate
+.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate
 
 help: ## List the targets
 	@echo "Gatehouse make targets:"
@@ -85,6 +85,8 @@ loadtest-fairness: ## Tenant B's sync p99 and small-job time, idle vs under tena
 
 loadtest-bulk: ## 100,000-line JSONL upload -> job -> results (MB/s, items/s, api RSS) and a 200 MB upload
 	bash loadtest/bulk.sh
+loadtest-webhooks: ## Webhook delivery lag (job completed -> webhook received) on an idle system, p50/p99
+	bash loadtest/webhooks.sh
 
 bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, release) vs Python onnxruntime
 	$(CARGO) bench -p gatehouse-worker --bench translate

@@ -111,6 +111,20 @@ pub const FILES_READ: Rule = Rule {
     roles: &[Admin, Reviewer, Service],
     api_key_only: false,
 };
+/// The tenant's webhook endpoints, messages and attempts: admins, and keys (or their tokens)
+/// holding the `webhooks` scope ([`Principal::require_webhooks`]).
+pub const WEBHOOKS_MANAGE: Rule = Rule {
+    name: "webhooks.manage",
+    roles: &[Admin, Service],
+    api_key_only: false,
+};
+/// Reading an endpoint's signing secret back (creation and rotation return it once to their
+/// caller).
+pub const WEBHOOK_SECRET_READ: Rule = Rule {
+    name: "webhooks.secret_read",
+    roles: &[Admin],
+    api_key_only: false,
+};
 /// Tenants (platform operators).
 pub const TENANTS_MANAGE: Rule = Rule {
     name: "tenants.manage",
@@ -171,6 +185,35 @@ pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("GET", "/v1/tenants", &TENANTS_MANAGE),
     ("PATCH", "/v1/tenants/{id}", &TENANTS_MANAGE),
     ("GET", "/v1/usage", &USAGE_READ),
+    ("POST", "/v1/webhooks/endpoints", &WEBHOOKS_MANAGE),
+    ("GET", "/v1/webhooks/endpoints", &WEBHOOKS_MANAGE),
+    ("GET", "/v1/webhooks/endpoints/{id}", &WEBHOOKS_MANAGE),
+    ("PATCH", "/v1/webhooks/endpoints/{id}", &WEBHOOKS_MANAGE),
+    ("DELETE", "/v1/webhooks/endpoints/{id}", &WEBHOOKS_MANAGE),
+    (
+        "GET",
+        "/v1/webhooks/endpoints/{id}/secret",
+        &WEBHOOK_SECRET_READ,
+    ),
+    (
+        "POST",
+        "/v1/webhooks/endpoints/{id}/secret/rotate",
+        &WEBHOOKS_MANAGE,
+    ),
+    (
+        "POST",
+        "/v1/webhooks/endpoints/{id}/recover",
+        &WEBHOOKS_MANAGE,
+    ),
+    ("POST", "/v1/webhooks/endpoints/{id}/test", &WEBHOOKS_MANAGE),
+    ("GET", "/v1/webhooks/messages", &WEBHOOKS_MANAGE),
+    ("GET", "/v1/webhooks/messages/{id}", &WEBHOOKS_MANAGE),
+    (
+        "GET",
+        "/v1/webhooks/messages/{id}/attempts",
+        &WEBHOOKS_MANAGE,
+    ),
+    ("POST", "/v1/webhooks/messages/{id}/retry", &WEBHOOKS_MANAGE),
 ];
 
 impl Principal {
@@ -181,6 +224,15 @@ impl Principal {
             return Err(ApiError::Forbidden {
                 detail: format!("`{}` is not allowed for this credential", rule.name),
             });
+        }
+        Ok(())
+    }
+
+    /// [`WEBHOOKS_MANAGE`], plus the `webhooks` scope for keys and their tokens.
+    pub fn require_webhooks(&self) -> Result<(), ApiError> {
+        self.require(&WEBHOOKS_MANAGE)?;
+        if self.role == Service {
+            self.require_scope("webhooks")?;
         }
         Ok(())
     }

@@ -33,10 +33,18 @@ pub enum Action {
     JobRetried,
     RetentionPurged,
     ModerationPolicyChanged,
+    WebhookEndpointCreated,
+    WebhookEndpointChanged,
+    WebhookEndpointDeleted,
+    WebhookEndpointDisabled,
+    WebhookEndpointRecovered,
+    WebhookSecretRead,
+    WebhookSecretRotated,
+    WebhookMessageRetried,
 }
 
 impl Action {
-    pub const ALL: [Action; 22] = [
+    pub const ALL: [Action; 30] = [
         Action::TenantCreated,
         Action::TenantChanged,
         Action::KeyCreated,
@@ -59,6 +67,14 @@ impl Action {
         Action::JobRetried,
         Action::RetentionPurged,
         Action::ModerationPolicyChanged,
+        Action::WebhookEndpointCreated,
+        Action::WebhookEndpointChanged,
+        Action::WebhookEndpointDeleted,
+        Action::WebhookEndpointDisabled,
+        Action::WebhookEndpointRecovered,
+        Action::WebhookSecretRead,
+        Action::WebhookSecretRotated,
+        Action::WebhookMessageRetried,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -85,6 +101,14 @@ impl Action {
             Action::JobRetried => "job.retried",
             Action::RetentionPurged => "retention.purged",
             Action::ModerationPolicyChanged => "moderation_policy.changed",
+            Action::WebhookEndpointCreated => "webhook_endpoint.created",
+            Action::WebhookEndpointChanged => "webhook_endpoint.changed",
+            Action::WebhookEndpointDeleted => "webhook_endpoint.deleted",
+            Action::WebhookEndpointDisabled => "webhook_endpoint.disabled",
+            Action::WebhookEndpointRecovered => "webhook_endpoint.recovered",
+            Action::WebhookSecretRead => "webhook_endpoint.secret_read",
+            Action::WebhookSecretRotated => "webhook_endpoint.secret_rotated",
+            Action::WebhookMessageRetried => "webhook_message.retried",
         }
     }
 }

@@ -165,6 +165,176 @@ pub struct IdentityConfig {
     pub key_derivation_secret: Vec<u8>,
 }
 
+/// Outbound webhooks (`common::webhook`, the worker's `webhook` module, `docs/SECURITY.md`).
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// `GATEHOUSE_WEBHOOK_SECRET_KEY`: 32 bytes (base64) that encrypt the endpoints' signing
+    /// secrets at rest with AES-256-GCM, the same on every api and worker. `None` (empty):
+    /// secrets are stored unencrypted, under row-level security only (a warning at start-up).
+    pub secret_key: Option<[u8; 32]>,
+    /// `GATEHOUSE_WEBHOOK_ALLOW_CIDRS`: networks deliveries may connect to although they are
+    /// loopback, private, link-local, ... (empty: none).
+    pub allow_cidrs: Vec<ipnet::IpNet>,
+    /// `GATEHOUSE_WEBHOOK_ALLOW_HTTP`: accept `http://` endpoint URLs (default: `https` only).
+    pub allow_http: bool,
+    /// `GATEHOUSE_WEBHOOK_RETRY_SCHEDULE_SECS`: the waits before the 2nd, 3rd, ... attempt; a
+    /// delivery that failed them all is `exhausted`.
+    pub retry_schedule: Vec<Duration>,
+    /// `GATEHOUSE_WEBHOOK_RETRY_JITTER_PERCENT`: each wait is drawn from ± this share (0–50).
+    pub retry_jitter_percent: u32,
+    /// `GATEHOUSE_WEBHOOK_RETRY_AFTER_MAX_SECS`: the longest `Retry-After` (429/503) honoured.
+    pub retry_after_max: Duration,
+    /// `GATEHOUSE_WEBHOOK_TIMEOUT_MS`: one attempt, connection to the end of the response.
+    pub timeout: Duration,
+    /// `GATEHOUSE_WEBHOOK_RESPONSE_MAX_BYTES`: how much of a response body is read and kept.
+    pub response_max_bytes: usize,
+    /// `GATEHOUSE_WEBHOOK_DISABLE_AFTER_SECS`: an endpoint whose every attempt failed for this
+    /// long is disabled.
+    pub disable_after: Duration,
+    /// `GATEHOUSE_WEBHOOK_PROGRESS_INTERVAL_SECS`: a running job's `job.progress` event at most
+    /// this often (0: on every finished chunk).
+    pub progress_interval: Duration,
+    /// `GATEHOUSE_WEBHOOK_ROTATION_OVERLAP_SECS`: after a secret rotation the previous secret
+    /// keeps signing (a second signature) this long.
+    pub rotation_overlap: Duration,
+    /// `GATEHOUSE_WEBHOOK_CONCURRENCY`: attempts one worker makes at once.
+    pub concurrency: usize,
+    /// `GATEHOUSE_WEBHOOK_LEASE_SECS`: a claimed delivery whose worker died is claimed again
+    /// after this long (greater than the attempt timeout).
+    pub lease: Duration,
+    /// `GATEHOUSE_WEBHOOK_POLL_MS`: how often the delivery loop looks for due deliveries when
+    /// no notification woke it (retries come due by time).
+    pub poll: Duration,
+    /// `GATEHOUSE_WEBHOOK_MAX_ENDPOINTS`: endpoints per tenant.
+    pub max_endpoints: i64,
+    /// `GATEHOUSE_WEBHOOK_RECOVER_MAX_MESSAGES`: most deliveries one `recover` re-sends.
+    pub recover_max_messages: i64,
+    /// `GATEHOUSE_WEBHOOK_DELIVERY`: this worker runs the delivery loop.
+    pub delivery: bool,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("secret_key", &self.secret_key.map(|_| "***"))
+            .field("allow_cidrs", &self.allow_cidrs)
+            .field("allow_http", &self.allow_http)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebhookConfig {
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let secret_key = {
+            let raw: String = env.get("GATEHOUSE_WEBHOOK_SECRET_KEY", String::new())?;
+            if raw.is_empty() {
+                None
+            } else {
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(raw.trim())
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .ok_or(ConfigError {
+                        var: "GATEHOUSE_WEBHOOK_SECRET_KEY",
+                        message: "must be 32 bytes in base64 (`openssl rand -base64 32`)".into(),
+                    })?;
+                Some(bytes)
+            }
+        };
+        let allow_cidrs = env
+            .list("GATEHOUSE_WEBHOOK_ALLOW_CIDRS")?
+            .iter()
+            .map(|raw| {
+                raw.parse::<ipnet::IpNet>()
+                    .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|net| net.trunc())
+                    .map_err(|_| ConfigError {
+                        var: "GATEHOUSE_WEBHOOK_ALLOW_CIDRS",
+                        message: format!("`{raw}` is not a CIDR or an address"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let schedule_raw = env.list("GATEHOUSE_WEBHOOK_RETRY_SCHEDULE_SECS")?;
+        let retry_schedule = if schedule_raw.is_empty() {
+            DEFAULT_WEBHOOK_RETRY_SCHEDULE_SECS
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect()
+        } else {
+            schedule_raw
+                .iter()
+                .map(|raw| {
+                    raw.parse::<f64>()
+                        .ok()
+                        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 30.0 * 86_400.0)
+                        .map(Duration::from_secs_f64)
+                        .ok_or(ConfigError {
+                            var: "GATEHOUSE_WEBHOOK_RETRY_SCHEDULE_SECS",
+                            message: format!(
+                                "`{raw}`: each wait must be a number of seconds in (0, 2592000]"
+                            ),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        if retry_schedule.len() > 50 {
+            return Err(ConfigError {
+                var: "GATEHOUSE_WEBHOOK_RETRY_SCHEDULE_SECS",
+                message: "at most 50 retries".into(),
+            });
+        }
+        let retry_jitter_percent: u32 = env.get("GATEHOUSE_WEBHOOK_RETRY_JITTER_PERCENT", 20)?;
+        if retry_jitter_percent > 50 {
+            return Err(ConfigError {
+                var: "GATEHOUSE_WEBHOOK_RETRY_JITTER_PERCENT",
+                message: "must be between 0 and 50".into(),
+            });
+        }
+        let timeout = Duration::from_millis(env.positive("GATEHOUSE_WEBHOOK_TIMEOUT_MS", 15_000)?);
+        let lease = Duration::from_secs(env.positive("GATEHOUSE_WEBHOOK_LEASE_SECS", 60)?);
+        if lease <= timeout {
+            return Err(ConfigError {
+                var: "GATEHOUSE_WEBHOOK_LEASE_SECS",
+                message: "must be longer than GATEHOUSE_WEBHOOK_TIMEOUT_MS".into(),
+            });
+        }
+        Ok(Self {
+            secret_key,
+            allow_cidrs,
+            allow_http: env.get("GATEHOUSE_WEBHOOK_ALLOW_HTTP", false)?,
+            retry_schedule,
+            retry_jitter_percent,
+            retry_after_max: Duration::from_secs(
+                env.positive("GATEHOUSE_WEBHOOK_RETRY_AFTER_MAX_SECS", 3600)?,
+            ),
+            timeout,
+            response_max_bytes: env.positive("GATEHOUSE_WEBHOOK_RESPONSE_MAX_BYTES", 4096)?,
+            disable_after: Duration::from_secs(
+                env.positive("GATEHOUSE_WEBHOOK_DISABLE_AFTER_SECS", 5 * 86_400)?,
+            ),
+            progress_interval: Duration::from_secs(
+                env.get("GATEHOUSE_WEBHOOK_PROGRESS_INTERVAL_SECS", 10)?,
+            ),
+            rotation_overlap: Duration::from_secs(
+                env.get("GATEHOUSE_WEBHOOK_ROTATION_OVERLAP_SECS", 86_400)?,
+            ),
+            concurrency: env.positive("GATEHOUSE_WEBHOOK_CONCURRENCY", 32)?,
+            lease,
+            poll: Duration::from_millis(env.positive("GATEHOUSE_WEBHOOK_POLL_MS", 1000)?),
+            max_endpoints: env.positive("GATEHOUSE_WEBHOOK_MAX_ENDPOINTS", 50)?,
+            recover_max_messages: env.positive("GATEHOUSE_WEBHOOK_RECOVER_MAX_MESSAGES", 10_000)?,
+            delivery: env.get("GATEHOUSE_WEBHOOK_DELIVERY", true)?,
+        })
+    }
+}
+
+/// The default retry schedule, Svix's: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h.
+pub const DEFAULT_WEBHOOK_RETRY_SCHEDULE_SECS: [u64; 7] =
+    [5, 300, 1800, 7200, 18_000, 36_000, 36_000];
+
 #[derive(Clone)]
 pub struct Config {
     pub database_url: String,
@@ -210,6 +380,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_filter: String,
     pub identity: IdentityConfig,
+    pub webhooks: WebhookConfig,
 }
 
 impl Config {
@@ -402,6 +573,7 @@ impl Config {
                     }
                 },
             },
+            webhooks: WebhookConfig::from_env(&env)?,
         };
         if cfg.identity.jwt_ttl > Duration::from_secs(24 * 3600) {
             return Err(ConfigError {
@@ -438,6 +610,7 @@ impl std::fmt::Debug for Config {
             .field("moderation_models", &self.moderation_models)
             .field("limits", &self.limits)
             .field("identity", &self.identity)
+            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }
@@ -592,5 +765,52 @@ mod tests {
         assert_eq!(err.var, "GATEHOUSE_LOG_FORMAT");
         let err = with(&[("GATEHOUSE_JWT_TTL_SECS", "86401")]).unwrap_err();
         assert_eq!(err.var, "GATEHOUSE_JWT_TTL_SECS");
+    }
+
+    #[test]
+    fn webhook_settings_parse_and_refuse_nonsense() {
+        let cfg = with(&[]).expect("defaults");
+        let hooks = &cfg.webhooks;
+        let schedule: Vec<u64> = hooks.retry_schedule.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(schedule, DEFAULT_WEBHOOK_RETRY_SCHEDULE_SECS);
+        assert_eq!(hooks.timeout, Duration::from_secs(15));
+        assert_eq!(hooks.disable_after, Duration::from_secs(5 * 86_400));
+        assert!(!hooks.allow_http && hooks.allow_cidrs.is_empty() && hooks.secret_key.is_none());
+        let cfg = with(&[
+            ("GATEHOUSE_WEBHOOK_RETRY_SCHEDULE_SECS", "0.5, 2"),
+            ("GATEHOUSE_WEBHOOK_ALLOW_CIDRS", "127.0.0.1, 10.1.2.3/8"),
+            (
+                "GATEHOUSE_WEBHOOK_SECRET_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(
+            cfg.webhooks.retry_schedule,
+            [Duration::from_millis(500), Duration::from_secs(2)]
+        );
+        let nets: Vec<String> = cfg
+            .webhooks
+            .allow_cidrs
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.0.0.0/8"]);
+        assert_eq!(cfg.webhooks.secret_key.map(|k| k[31]), Some(31));
+        assert!(!format!("{cfg:?}").contains("AAECAw"));
+        for (var, value) in [
+            ("GATEHOUSE_WEBHOOK_RETRY_SCHEDULE_SECS", "5,-1"),
+            ("GATEHOUSE_WEBHOOK_ALLOW_CIDRS", "not-a-net"),
+            ("GATEHOUSE_WEBHOOK_SECRET_KEY", "c2hvcnQ="),
+            ("GATEHOUSE_WEBHOOK_RETRY_JITTER_PERCENT", "51"),
+            ("GATEHOUSE_WEBHOOK_TIMEOUT_MS", "0"),
+            ("GATEHOUSE_WEBHOOK_LEASE_SECS", "10"),
+        ] {
+            let mut pairs = vec![(var, value)];
+            if var == "GATEHOUSE_WEBHOOK_LEASE_SECS" {
+                pairs.push(("GATEHOUSE_WEBHOOK_TIMEOUT_MS", "15000"));
+            }
+            assert_eq!(with(&pairs).unwrap_err().var, var, "{value}");
+        }
     }
 }

@@ -13,6 +13,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod text;
 pub mod types;
+pub mod webhook;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;

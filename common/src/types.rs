@@ -97,6 +97,22 @@ prefixed_id!(
     "usr"
 );
 
+prefixed_id!(
+    /// A tenant's webhook endpoint: `ep_…`.
+    EndpointId,
+    "ep"
+);
+prefixed_id!(
+    /// A webhook message (one event; its id is the `webhook-id` header): `msg_…`.
+    MessageId,
+    "msg"
+);
+prefixed_id!(
+    /// One HTTP attempt to deliver a webhook message: `atmpt_…`.
+    AttemptId,
+    "atmpt"
+);
+
 /// What a principal is, for authorization. `Service` is an API key (or a token derived from
 /// one); the others are users. `Superadmin` is a platform operator bound to no tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -155,9 +171,9 @@ impl fmt::Display for Role {
     }
 }
 
-/// The scopes a tenant may use and an API key may hold: one per job kind, plus the ones of
-/// kinds to come.
-pub const SCOPES: [&str; 2] = ["moderate", "translate"];
+/// The scopes a tenant may use and an API key may hold: one per job kind, plus `webhooks`
+/// (managing the tenant's webhook endpoints with a key).
+pub const SCOPES: [&str; 3] = ["moderate", "translate", "webhooks"];
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a valid `{expected}_…` id")]

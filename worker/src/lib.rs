@@ -10,6 +10,7 @@ pub mod pipeline;
 pub mod policy;
 mod punctuation;
 pub mod translator;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -111,7 +112,7 @@ impl WorkerHandle {
     }
 }
 
-/// Starts consuming; `shutdown` is the process-wide token.
+/// Starts consuming (and delivering webhooks); `shutdown` is the process-wide token.
 pub fn start(
     config: Config,
     pool: PgPool,
@@ -127,10 +128,32 @@ pub fn start(
             policies: PolicyCache::default(),
             translation: models.translation,
             max_attempts: config.max_attempts,
+            progress_interval: config.webhooks.progress_interval,
+            default_retention_days: config.capacity.default_retention_days,
         }),
         config,
     };
-    let task = tokio::spawn(consumer.run(shutdown.clone(), kill.clone()));
+    // The webhook delivery role runs beside the consumer, under the same tokens.
+    let deliverer = if consumer.config.webhooks.delivery {
+        match webhook::Deliverer::new(&consumer.config, consumer.pipeline.pool.clone()) {
+            Ok(deliverer) => Some(deliverer),
+            Err(error) => {
+                tracing::error!(%error, "cannot build the webhook client; webhooks are not delivered by this worker");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (hook_shutdown, hook_kill) = (shutdown.clone(), kill.clone());
+    let consumer_task = consumer.run(shutdown.clone(), kill.clone());
+    let task = tokio::spawn(async move {
+        let hooks = deliverer.map(|d| tokio::spawn(d.run(hook_shutdown, hook_kill)));
+        consumer_task.await;
+        if let Some(hooks) = hooks {
+            let _ = hooks.await;
+        }
+    });
     WorkerHandle {
         shutdown,
         kill,

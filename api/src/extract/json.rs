@@ -42,6 +42,34 @@ where
     }
 }
 
+/// An optional body: no `Content-Type` and an empty body is `None`; anything else is read as
+/// [`ApiJson`] would.
+impl<S, T> axum::extract::OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            return <Self as FromRequest<S>>::from_request(req, state)
+                .await
+                .map(Some);
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| body_error(rejection.status(), &rejection))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            Ok(None)
+        } else {
+            Err(ApiError::UnsupportedMediaType {
+                detail: "expected `Content-Type: application/json`".into(),
+            })
+        }
+    }
+}
+
 /// Why a body could not be read: too large, cut by the read deadline, or broken framing.
 pub fn body_error(status: StatusCode, error: &dyn std::error::Error) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {

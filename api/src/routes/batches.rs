@@ -366,6 +366,7 @@ async fn create(
             lane: Lane::Bulk,
             now: state.clock.now(),
             admission: &admission,
+            webhook_endpoint: None,
         },
     )
     .await;
@@ -592,7 +593,15 @@ async fn cancel(
         if visible.is_none() {
             return Err(ApiError::NotFound);
         }
-        store::cancel(&state.pool, tenant, job, &actor, Some(principal.client_ip)).await?;
+        store::cancel(
+            &state.pool,
+            tenant,
+            job,
+            &actor,
+            Some(principal.client_ip),
+            state.config.capacity.default_retention_days,
+        )
+        .await?;
     }
     let mut found = load(
         &state,

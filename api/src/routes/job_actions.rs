@@ -16,7 +16,7 @@ use gatehouse_common::{
         options::JobOptions,
         store::{self, Cancelled, ItemSource, NewJob, OnInvalid, Submitted},
     },
-    types::{JobId, JobKind},
+    types::{EndpointId, JobId, JobKind},
 };
 
 use crate::{
@@ -75,6 +75,7 @@ async fn cancel(
         id,
         &principal.actor(),
         Some(principal.client_ip),
+        state.config.capacity.default_retention_days,
     )
     .await?
     {
@@ -121,7 +122,7 @@ async fn retry(
             detail: "the job has no failed items".into(),
         });
     }
-    let options = stored_options(&state, tenant, id, parent.kind).await?;
+    let (options, webhook_endpoint) = stored_options(&state, tenant, id, parent.kind).await?;
     principal.consume_items(&state, items.len()).await?;
     let actor = principal.actor();
     let admission = capacity::admission(&state.config.capacity);
@@ -143,6 +144,7 @@ async fn retry(
             lane: Lane::Bulk,
             now: state.clock.now(),
             admission: &admission,
+            webhook_endpoint,
         },
     )
     .await
@@ -159,19 +161,24 @@ async fn retry(
     Ok(response)
 }
 
-/// The options a job was submitted with.
+/// The options a job was submitted with, and its webhook endpoint (a retry inherits both).
 async fn stored_options(
     state: &AppState,
     tenant: gatehouse_common::types::TenantId,
     id: JobId,
     kind: JobKind,
-) -> Result<JobOptions, ApiError> {
+) -> Result<(JobOptions, Option<EndpointId>), ApiError> {
     let mut tx =
         gatehouse_common::db::begin(&state.pool, gatehouse_common::db::Scope::Tenant(tenant))
             .await?;
-    let raw = sqlx::query_scalar!("SELECT options FROM jobs WHERE job_id = $1", id.0)
-        .fetch_one(&mut *tx)
-        .await?;
+    let row = sqlx::query!(
+        r#"SELECT options, webhook_endpoint_id AS "endpoint: EndpointId" FROM jobs WHERE job_id = $1"#,
+        id.0
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
-    JobOptions::parse(kind, Some(raw)).map_err(|e| ApiError::Internal(e.to_string()))
+    let options = JobOptions::parse(kind, Some(row.options))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((options, row.endpoint))
 }

@@ -63,6 +63,15 @@ pub struct CreateJob {
     /// Validate and price the job without storing anything.
     #[serde(default)]
     pub dry_run: bool,
+    /// `{"endpoint_id": "ep_…"}`: this job's webhook events go to that endpoint only.
+    #[serde(default)]
+    pub webhook: Option<JobWebhook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobWebhook {
+    pub endpoint_id: String,
 }
 
 /// `POST /v1/jobs?kind=…` with an NDJSON body: the kind and options come from the query.
@@ -77,6 +86,9 @@ struct NdjsonQuery {
     /// `moderate_translate`: the worst level still translated.
     #[serde(default)]
     max_level: Option<String>,
+    /// The job's webhook endpoint (`ep_…`), as `"webhook": {"endpoint_id"}` in JSON.
+    #[serde(default)]
+    webhook_endpoint_id: Option<String>,
     #[serde(default)]
     on_invalid: OnInvalid,
 }
@@ -115,7 +127,7 @@ fn body_kind(kind: Option<&str>, pipeline: Option<&[String]>) -> Result<JobKind,
             "send either `kind` or `pipeline`, not both",
         )),
         (None, None) => Err(ApiError::invalid(
-            "missing_kind",
+            "invalid_body",
             "kind",
             "`kind` is required (moderate, translate or moderate_translate)",
         )),
@@ -169,14 +181,23 @@ async fn create(
         }
         let raw = (!raw.is_empty()).then_some(serde_json::Value::Object(raw));
         let options = job_options(&state, kind, raw)?;
+        let webhook = match &query.webhook_endpoint_id {
+            Some(raw) => {
+                Some(super::webhook_endpoints::job_endpoint(&state, tenant_id, raw).await?)
+            }
+            None => None,
+        };
         return submit(
             &state,
             &principal,
             tenant_id,
-            options,
-            Input::Body(body),
-            query.on_invalid,
-            idempotency_key.as_deref(),
+            Submission {
+                options,
+                input: Input::Body(body),
+                on_invalid: query.on_invalid,
+                idempotency_key: idempotency_key.as_deref(),
+                webhook,
+            },
         )
         .await;
     }
@@ -227,16 +248,34 @@ async fn create(
         };
         return dry_run(&state, tenant_id, kind, items).await;
     }
+    let webhook = match &body.webhook {
+        Some(hook) => Some(
+            super::webhook_endpoints::job_endpoint(&state, tenant_id, &hook.endpoint_id).await?,
+        ),
+        None => None,
+    };
     submit(
         &state,
         &principal,
         tenant_id,
-        options,
-        input,
-        body.on_invalid,
-        idempotency_key.as_deref(),
+        Submission {
+            options,
+            input,
+            on_invalid: body.on_invalid,
+            idempotency_key: idempotency_key.as_deref(),
+            webhook,
+        },
     )
     .await
+}
+
+/// A validated submission, waiting to be stored.
+struct Submission<'a> {
+    options: JobOptions,
+    input: Input,
+    on_invalid: OnInvalid,
+    idempotency_key: Option<&'a str>,
+    webhook: Option<gatehouse_common::types::EndpointId>,
 }
 
 /// Stores a job from `input`: items in memory are counted against the items-per-minute
@@ -245,11 +284,15 @@ async fn submit(
     state: &AppState,
     principal: &Principal,
     tenant_id: TenantId,
-    options: JobOptions,
-    mut input: Input,
-    on_invalid: OnInvalid,
-    idempotency_key: Option<&str>,
+    submission: Submission<'_>,
 ) -> Result<Response, ApiError> {
+    let Submission {
+        options,
+        mut input,
+        on_invalid,
+        idempotency_key,
+        webhook,
+    } = submission;
     let kind = options.kind();
     if let Input::Items(items) = &input {
         principal.consume_items(state, items.len()).await?;
@@ -305,6 +348,7 @@ async fn submit(
             lane: Lane::Bulk,
             now: state.clock.now(),
             admission: &admission,
+            webhook_endpoint: webhook,
         },
     )
     .await;

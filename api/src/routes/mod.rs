@@ -17,6 +17,8 @@ pub mod tenants;
 pub mod translations;
 pub mod usage;
 pub mod users;
+pub mod webhook_endpoints;
+pub mod webhook_messages;
 
 use axum::Router;
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,8 @@ pub fn router(max_file_bytes: u64) -> Router<AppState> {
         .merge(moderations::router())
         .merge(moderation_policy::router())
         .merge(usage::router())
+        .merge(webhook_endpoints::router())
+        .merge(webhook_messages::router())
 }
 
 /// `?limit=&after=`: keyset pagination over time-ordered ids.

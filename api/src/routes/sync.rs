@@ -73,6 +73,7 @@ pub async fn submit_and_wait(
             lane: Lane::Sync,
             now: state.clock.now(),
             admission: &admission,
+            webhook_endpoint: None,
         },
     )
     .await

@@ -2,123 +2,15 @@
 //! are `gatehouse_common::job::store` (the lifecycle SQL lives there, beside claim and
 //! complete); results are read and rendered in `store/results.rs`.
 
-use chrono::{DateTime, Duration, Utc};
 use gatehouse_common::{
     audit::{self, Action},
     db::{self, Scope},
     job::store::NewItem,
-    types::{JobId, JobKind, JobStatus, TenantId},
+    types::{JobId, TenantId},
 };
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Counts {
-    pub total: i32,
-    pub succeeded: i32,
-    pub failed: i32,
-    pub cancelled: i32,
-}
-
-/// The job object of the public API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Job {
-    pub id: JobId,
-    pub kind: JobKind,
-    pub status: JobStatus,
-    /// Shared with the whole tenant (guests may read it).
-    pub shared: bool,
-    pub counts: Counts,
-    /// Finished items (succeeded, failed or cancelled) over all, 0 to 1.
-    pub progress: f64,
-    /// While running: the items left at the rate measured since it started.
-    pub eta_seconds: Option<i64>,
-    /// While queued or running: unfinished items of the tenant's earlier jobs in the same lane
-    /// (what is ahead of it in the tenant's fair share).
-    pub queue_position: Option<i64>,
-    /// The job this one retries (`POST /v1/jobs/{id}/retry`).
-    pub parent_job_id: Option<JobId>,
-    /// Input lines refused with `on_invalid: skip` (`GET /v1/jobs/{id}/errors`).
-    pub invalid_lines: i32,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub completed_at: Option<DateTime<Utc>>,
-    /// When retention deletes its texts and results (the job and its counts stay).
-    pub expires_at: DateTime<Utc>,
-    /// Whether that has happened (results are then `410 Gone`).
-    pub expired: bool,
-}
-
-/// A job row as the queries below select it.
-struct JobRow {
-    job_id: JobId,
-    kind: String,
-    status: String,
-    shared: bool,
-    total: i32,
-    succeeded: i32,
-    failed: i32,
-    cancelled: i32,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    parent_job_id: Option<JobId>,
-    invalid_lines: i32,
-    purged_at: Option<DateTime<Utc>>,
-    retention_days: Option<i32>,
-    queue_position: Option<i64>,
-}
-
-/// What turning rows into job objects needs: the time and the default retention.
-#[derive(Debug, Clone, Copy)]
-pub struct View {
-    pub now: DateTime<Utc>,
-    pub default_retention_days: i32,
-}
-
-impl JobRow {
-    fn into_job(self, view: View) -> Result<Job, sqlx::Error> {
-        let decode = |e: String| sqlx::Error::Decode(e.into());
-        let status: JobStatus = self.status.parse().map_err(decode)?;
-        let done = self.succeeded + self.failed + self.cancelled;
-        let progress = if self.total > 0 {
-            (f64::from(done) / f64::from(self.total) * 1e4).round() / 1e4
-        } else {
-            0.0
-        };
-        let eta_seconds = match (status, self.started_at) {
-            (JobStatus::Running | JobStatus::Cancelling, Some(started)) if done > 0 => {
-                let elapsed = (view.now - started).num_milliseconds().max(1) as f64 / 1000.0;
-                let rate = f64::from(done) / elapsed;
-                Some((f64::from(self.total - done) / rate).ceil() as i64)
-            }
-            _ => None,
-        };
-        let retention = self.retention_days.unwrap_or(view.default_retention_days);
-        Ok(Job {
-            id: self.job_id,
-            kind: self.kind.parse().map_err(decode)?,
-            status,
-            shared: self.shared,
-            counts: Counts {
-                total: self.total,
-                succeeded: self.succeeded,
-                failed: self.failed,
-                cancelled: self.cancelled,
-            },
-            progress,
-            eta_seconds,
-            queue_position: self.queue_position,
-            parent_job_id: self.parent_job_id,
-            invalid_lines: self.invalid_lines,
-            created_at: self.created_at,
-            started_at: self.started_at,
-            completed_at: self.completed_at,
-            expires_at: self.created_at + Duration::days(i64::from(retention)),
-            expired: self.purged_at.is_some(),
-        })
-    }
-}
+pub use gatehouse_common::job::view::{Counts, Job, JobRow, View};
 
 /// Which of a tenant's jobs a principal may see.
 #[derive(Debug, Clone, Copy)]

@@ -10,3 +10,5 @@ pub mod signing_keys;
 pub mod tenants;
 pub mod usage;
 pub mod users;
+pub mod webhook_endpoints;
+pub mod webhook_messages;

@@ -98,6 +98,19 @@ enum Route {
     ListBatches,
     ShowBatch,
     CancelBatch,
+    CreateEndpoint,
+    ListEndpoints,
+    ShowEndpoint,
+    UpdateEndpoint,
+    DeleteEndpoint,
+    ReadEndpointSecret,
+    RotateEndpointSecret,
+    RecoverEndpoint,
+    TestEndpoint,
+    ListMessages,
+    ShowMessage,
+    MessageAttempts,
+    RetryMessage,
 }
 
 use Route::*;
@@ -130,6 +143,13 @@ const MATRIX: &[(&[Route], [Expect; 7])] = &[
     (&[ReplacePolicy, UpdatePolicy],                  [F,   Y,  F,  F,    F,  F,   U]),
     (&[CreateTenant, ListTenants, UpdateTenant],      [Y,   F,  F,  F,    F,  F,   U]),
     (&[ReadUsage],                                    [Y,   Y,  F,  F,    F,  F,   U]),
+    (&[CreateEndpoint, ListEndpoints, ShowEndpoint,
+       UpdateEndpoint, DeleteEndpoint,
+       RotateEndpointSecret, RecoverEndpoint,
+       TestEndpoint],                                 [F,   Y,  F,  F,    Y,  Y,   U]),
+    (&[ReadEndpointSecret],                           [F,   Y,  F,  F,    F,  F,   U]),
+    (&[ListMessages, ShowMessage, MessageAttempts,
+       RetryMessage],                                 [F,   Y,  F,  F,    Y,  Y,   U]),
 ];
 
 /// One request: method, path, JSON body (or a multipart upload).
@@ -183,6 +203,9 @@ struct World {
     key_file: String,
     reviewer_batch: String,
     key_batch: String,
+    /// A webhook endpoint of acme (`ep_…`) and a message sent to it (`msg_…`).
+    endpoint: String,
+    message: String,
     /// For unique names.
     seq: Cell<u32>,
 }
@@ -421,6 +444,66 @@ impl World {
                 let batch = create_batch(&self.h, &bearer, &file).await;
                 Req::new(Method::POST, format!("/v1/batches/{batch}/cancel"), None)
             }
+            CreateEndpoint => Req::new(
+                Method::POST,
+                "/v1/webhooks/endpoints",
+                Some(json!({"url": format!("https://{}.example.com/hook", self.unique("h"))})),
+            ),
+            ListEndpoints => Req::new(Method::GET, "/v1/webhooks/endpoints", None),
+            ShowEndpoint => Req::new(
+                Method::GET,
+                format!("/v1/webhooks/endpoints/{}", self.endpoint),
+                None,
+            ),
+            UpdateEndpoint => Req::new(
+                Method::PATCH,
+                format!("/v1/webhooks/endpoints/{}", self.endpoint),
+                Some(json!({"description": self.unique("d")})),
+            ),
+            DeleteEndpoint => {
+                let doomed = endpoint(&self.h, self.acme).await;
+                Req::new(
+                    Method::DELETE,
+                    format!("/v1/webhooks/endpoints/{doomed}"),
+                    None,
+                )
+            }
+            ReadEndpointSecret => Req::new(
+                Method::GET,
+                format!("/v1/webhooks/endpoints/{}/secret", self.endpoint),
+                None,
+            ),
+            RotateEndpointSecret => Req::new(
+                Method::POST,
+                format!("/v1/webhooks/endpoints/{}/secret/rotate", self.endpoint),
+                None,
+            ),
+            RecoverEndpoint => Req::new(
+                Method::POST,
+                format!("/v1/webhooks/endpoints/{}/recover", self.endpoint),
+                Some(json!({"since": "2026-01-01T00:00:00Z"})),
+            ),
+            TestEndpoint => Req::new(
+                Method::POST,
+                format!("/v1/webhooks/endpoints/{}/test", self.endpoint),
+                None,
+            ),
+            ListMessages => Req::new(Method::GET, "/v1/webhooks/messages", None),
+            ShowMessage => Req::new(
+                Method::GET,
+                format!("/v1/webhooks/messages/{}", self.message),
+                None,
+            ),
+            MessageAttempts => Req::new(
+                Method::GET,
+                format!("/v1/webhooks/messages/{}/attempts", self.message),
+                None,
+            ),
+            RetryMessage => Req::new(
+                Method::POST,
+                format!("/v1/webhooks/messages/{}/retry", self.message),
+                None,
+            ),
         }
     }
 
@@ -464,6 +547,56 @@ impl World {
             CancelBatch => Req::new(
                 Method::POST,
                 format!("/v1/batches/batch_{NONE}/cancel"),
+                None,
+            ),
+            ShowEndpoint => Req::new(
+                Method::GET,
+                format!("/v1/webhooks/endpoints/ep_{NONE}"),
+                None,
+            ),
+            UpdateEndpoint => Req::new(
+                Method::PATCH,
+                format!("/v1/webhooks/endpoints/ep_{NONE}"),
+                Some(json!({"description": "x"})),
+            ),
+            DeleteEndpoint => Req::new(
+                Method::DELETE,
+                format!("/v1/webhooks/endpoints/ep_{NONE}"),
+                None,
+            ),
+            ReadEndpointSecret => Req::new(
+                Method::GET,
+                format!("/v1/webhooks/endpoints/ep_{NONE}/secret"),
+                None,
+            ),
+            RotateEndpointSecret => Req::new(
+                Method::POST,
+                format!("/v1/webhooks/endpoints/ep_{NONE}/secret/rotate"),
+                None,
+            ),
+            RecoverEndpoint => Req::new(
+                Method::POST,
+                format!("/v1/webhooks/endpoints/ep_{NONE}/recover"),
+                Some(json!({"since": "2026-01-01T00:00:00Z"})),
+            ),
+            TestEndpoint => Req::new(
+                Method::POST,
+                format!("/v1/webhooks/endpoints/ep_{NONE}/test"),
+                None,
+            ),
+            ShowMessage => Req::new(
+                Method::GET,
+                format!("/v1/webhooks/messages/msg_{NONE}"),
+                None,
+            ),
+            MessageAttempts => Req::new(
+                Method::GET,
+                format!("/v1/webhooks/messages/msg_{NONE}/attempts"),
+                None,
+            ),
+            RetryMessage => Req::new(
+                Method::POST,
+                format!("/v1/webhooks/messages/msg_{NONE}/retry"),
                 None,
             ),
             _ => return None,
@@ -544,6 +677,16 @@ async fn world() -> World {
     let admin = h.login(Some("acme"), "alice").await;
     let reviewer = h.login(Some("acme"), "bob").await;
     let guest = h.login(Some("acme"), "gina").await;
+    // The key may manage webhooks (the `webhooks` scope, granted to acme).
+    sqlx::query("UPDATE tenants SET scopes = '{moderate,webhooks}' WHERE tenant_id = $1")
+        .bind(acme.0)
+        .execute(&h.env.pool)
+        .await
+        .expect("grant webhooks");
+    sqlx::query("UPDATE api_keys SET scopes = '{moderate,webhooks}'")
+        .execute(&h.env.pool)
+        .await
+        .expect("scope the key");
     let key_token = h.exchange(&h.key).await;
     let bearers = [
         Some(operator),
@@ -592,6 +735,19 @@ async fn world() -> World {
         )
         .await;
     assert_eq!(shared.status, StatusCode::OK, "share the key's batch job");
+    let endpoint = endpoint(&h, acme).await;
+    let message = h
+        .call(
+            Method::POST,
+            &format!("/v1/webhooks/endpoints/{endpoint}/test"),
+            Some(&h.key),
+            None,
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("message id")
+        .to_string();
     World {
         h,
         acme,
@@ -604,8 +760,35 @@ async fn world() -> World {
         key_file,
         reviewer_batch,
         key_batch,
+        endpoint,
+        message,
         seq: Cell::new(0),
     }
+}
+
+/// A webhook endpoint of `tenant` (its `ep_…` id), the way the api creates them.
+async fn endpoint(h: &Harness, tenant: TenantId) -> String {
+    let (endpoint, _) = gatehouse_api::store::webhook_endpoints::create(
+        &h.state.pool,
+        gatehouse_api::store::webhook_endpoints::NewEndpoint {
+            tenant,
+            url: "https://hooks.example.com/in",
+            description: "",
+            event_types: &[],
+            enabled: true,
+            headers: json!({}),
+            rate_limit_per_sec: None,
+            max_endpoints: 1000,
+        },
+        &gatehouse_common::webhook::secret::SecretBox::new(None),
+        gatehouse_api::store::webhook_endpoints::Actor {
+            name: "test",
+            client_ip: None,
+        },
+    )
+    .await
+    .expect("endpoint");
+    endpoint.endpoint_id.to_string()
 }
 
 /// `POST /v1/files` (one item line) as `bearer`; the file id.
@@ -664,7 +847,7 @@ async fn every_cell_of_the_routes_table() {
 
     // The matrix covers every route exactly once.
     let covered: Vec<Route> = MATRIX.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-    assert_eq!(covered.len(), 46, "every route of the table, once");
+    assert_eq!(covered.len(), 59, "every route of the table, once");
 
     let mut failures = Vec::new();
     let mut cells = 0;
@@ -691,7 +874,7 @@ async fn every_cell_of_the_routes_table() {
             }
         }
     }
-    assert_eq!(cells, 46 * 7);
+    assert_eq!(cells, 59 * 7);
 
     // The principals survived their own ✅ cells (throwaway targets only).
     for who in COLUMNS.iter().copied().filter(|w| *w != Who::Anonymous) {

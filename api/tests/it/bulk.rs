@@ -479,12 +479,36 @@ async fn cancel_skips_pending_chunks_refunds_quota_and_keeps_finished_results() 
             models: &[],
             actor: "worker:test",
             audit: json!({}),
+            progress_interval: Duration::from_secs(10),
+            default_retention_days: 30,
         },
     )
     .await
     .expect("complete")
     .expect("applied");
 
+    // An endpoint takes the tenant's events: the cancel raises `job.cancelled`.
+    let tenant = h.tenant_id().await;
+    gatehouse_api::store::webhook_endpoints::create(
+        &h.state.pool,
+        gatehouse_api::store::webhook_endpoints::NewEndpoint {
+            tenant,
+            url: "https://hooks.example.com/in",
+            description: "",
+            event_types: &[],
+            enabled: true,
+            headers: json!({}),
+            rate_limit_per_sec: None,
+            max_endpoints: 1000,
+        },
+        &gatehouse_common::webhook::secret::SecretBox::new(None),
+        gatehouse_api::store::webhook_endpoints::Actor {
+            name: "test",
+            client_ip: None,
+        },
+    )
+    .await
+    .expect("endpoint");
     let reply = h
         .call(
             Method::POST,
@@ -496,6 +520,14 @@ async fn cancel_skips_pending_chunks_refunds_quota_and_keeps_finished_results() 
     assert_eq!(reply.status, StatusCode::OK, "{}", body(&reply));
     let job = reply.json();
     assert_eq!(job["status"], "cancelled");
+    let events: Vec<(String, Value)> =
+        sqlx::query_as("SELECT event_type, payload FROM webhook_messages")
+            .fetch_all(&h.env.pool)
+            .await
+            .expect("messages");
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, "job.cancelled");
+    assert_eq!(events[0].1["data"], job, "the job object as GET shows it");
     assert_eq!(
         job["counts"],
         json!({"total": 50, "succeeded": 10, "failed": 0, "cancelled": 40})
@@ -654,6 +686,8 @@ async fn retry_makes_a_child_job_of_the_failed_items() {
             models: &[],
             actor: "worker:test",
             audit: json!({}),
+            progress_interval: Duration::from_secs(10),
+            default_retention_days: 30,
         },
     )
     .await
@@ -981,6 +1015,8 @@ async fn batches_validate_expose_partial_output_cancel_and_stay_inside_their_ten
             models: &[],
             actor: "worker:test",
             audit: json!({}),
+            progress_interval: Duration::from_secs(10),
+            default_retention_days: 30,
         },
     )
     .await

@@ -169,6 +169,8 @@ async fn failed_items_are_refunded_and_the_quota_resets_at_midnight_utc() {
             models: &[],
             actor: "worker:test",
             audit: json!({}),
+            progress_interval: std::time::Duration::from_secs(10),
+            default_retention_days: 30,
         },
     )
     .await

@@ -229,6 +229,7 @@ async fn the_relay_publishes_sync_messages_a_crash_left_behind() {
             lane: gatehouse_common::job::Lane::Sync,
             now: chrono::Utc::now(),
             admission: &Default::default(),
+            webhook_endpoint: None,
         },
     )
     .await

@@ -125,6 +125,8 @@ async fn claim_and_complete_are_single_statements_with_exactly_once_effects() {
                     models: &models,
                     actor: "worker:test",
                     audit: json!({}),
+                    progress_interval: std::time::Duration::from_secs(10),
+                    default_retention_days: 30,
                 },
             )
             .await

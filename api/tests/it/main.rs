@@ -21,3 +21,4 @@ mod openai_interop;
 mod support;
 mod sweep;
 mod translate;
+mod webhooks;

@@ -56,6 +56,10 @@ const STRICT: &[&str] = &[
     "/v1/jobs/{id}/share",
     "/v1/translations",
     "/v1/auth/login",
+    "/v1/webhooks/endpoints",
+    "/v1/webhooks/endpoints/{id}",
+    "/v1/webhooks/endpoints/{id}/recover",
+    "/v1/webhooks/endpoints/{id}/test",
 ];
 
 /// POST/PUT/PATCH routes that take no body.
@@ -67,6 +71,8 @@ const BODILESS: &[&str] = &[
     "/v1/jobs/{id}/retry",
     "/v1/batches/{id}/cancel",
     "/v1/files",
+    "/v1/webhooks/endpoints/{id}/secret/rotate",
+    "/v1/webhooks/messages/{id}/retry",
 ];
 
 fn examples() -> Vec<(&'static str, &'static str, Caller, Value)> {
@@ -164,6 +170,34 @@ fn examples() -> Vec<(&'static str, &'static str, Caller, Value)> {
             "/v1/tenants/{id}",
             Caller::Operator,
             json!({"name": "Target", "scopes": ["moderate"], "ip_allowlist": ["0.0.0.0/0"], "enabled": true}),
+        ),
+        (
+            "POST",
+            "/v1/webhooks/endpoints",
+            Caller::Admin,
+            json!({"url": "https://hooks.example.com/in", "description": "sweep",
+                   "event_types": ["job.completed"], "headers": {"X-Sweep": "1"},
+                   "rate_limit_per_sec": 5, "enabled": true}),
+        ),
+        (
+            "PATCH",
+            "/v1/webhooks/endpoints/{id}",
+            Caller::Admin,
+            json!({"url": "https://hooks.example.com/other", "description": "swept",
+                   "event_types": ["job.failed"], "headers": {"X-Sweep": "2"},
+                   "rate_limit_per_sec": null, "enabled": true}),
+        ),
+        (
+            "POST",
+            "/v1/webhooks/endpoints/{id}/recover",
+            Caller::Admin,
+            json!({"since": "2026-01-01T00:00:00Z"}),
+        ),
+        (
+            "POST",
+            "/v1/webhooks/endpoints/{id}/test",
+            Caller::Admin,
+            json!({"event_type": "job.completed"}),
         ),
         (
             "POST",
@@ -277,12 +311,38 @@ async fn no_body_method_or_query_gets_a_5xx_or_a_bare_error() {
         .fetch_one(&h.env.pool)
         .await
         .expect("key id");
+    let endpoint = h
+        .call(
+            Method::POST,
+            "/v1/webhooks/endpoints",
+            Some(&tokens.admin),
+            Some(json!({"url": "https://hooks.example.com/sweep"})),
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("endpoint")
+        .to_string();
+    let message = h
+        .call(
+            Method::POST,
+            &format!("/v1/webhooks/endpoints/{endpoint}/test"),
+            Some(&tokens.admin),
+            None,
+        )
+        .await
+        .json()["id"]
+        .as_str()
+        .expect("message")
+        .to_string();
     let ids: BTreeMap<&str, String> = BTreeMap::from([
         ("/v1/jobs/", job.clone()),
         ("/v1/users/", bob.to_string()),
         ("/v1/tenants/", target.to_string()),
         ("/v1/keys/", format!("key_{}", key_id.simple())),
         ("/v1/moderation/policy/versions/", "1".to_string()),
+        ("/v1/webhooks/endpoints/", endpoint.clone()),
+        ("/v1/webhooks/messages/", message.clone()),
     ]);
     let fill = |template: &str| -> String {
         for (prefix, id) in &ids {

@@ -7,6 +7,7 @@ pub mod options;
 pub mod quota;
 pub mod result;
 pub mod store;
+pub mod view;
 
 pub use crate::types::{JobKind, JobStatus};
 

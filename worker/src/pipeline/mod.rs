@@ -82,6 +82,10 @@ pub struct Pipeline {
     /// `None` when no translation model is installed (the worker then takes no translate work).
     pub translation: Option<TranslatorHandle>,
     pub max_attempts: i32,
+    /// `GATEHOUSE_WEBHOOK_PROGRESS_INTERVAL_SECS` (job.progress webhook events).
+    pub progress_interval: std::time::Duration,
+    /// `GATEHOUSE_DEFAULT_RETENTION_DAYS` (the job object of a webhook event shows its expiry).
+    pub default_retention_days: i32,
 }
 
 /// What a chunk's items came out as, and the models that judged them.
@@ -170,6 +174,8 @@ impl Pipeline {
                 models: &processed.models,
                 actor: &worker_actor(),
                 audit,
+                progress_interval: self.progress_interval,
+                default_retention_days: self.default_retention_days,
             },
         )
         .await?;
@@ -274,6 +280,8 @@ impl Pipeline {
                 models: &[],
                 actor: &worker_actor(),
                 audit,
+                progress_interval: self.progress_interval,
+                default_retention_days: self.default_retention_days,
             },
         )
         .await?;

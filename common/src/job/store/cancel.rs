@@ -12,6 +12,7 @@ use crate::{
     audit::{self, Action},
     db::{self, JOB_DONE_CHANNEL, Scope},
     types::{JobId, TenantId},
+    webhook::EventType,
 };
 
 /// What a cancel found.
@@ -30,6 +31,7 @@ pub async fn cancel(
     job: JobId,
     actor: &str,
     client_ip: Option<std::net::IpAddr>,
+    default_retention_days: i32,
 ) -> Result<Option<Cancelled>, sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Tenant(tenant)).await?;
     let status = sqlx::query_scalar!(
@@ -98,6 +100,15 @@ pub async fn cancel(
             },
         )
         .await?;
+        // Cancelled at once (nothing in flight): the webhook event now; otherwise `complete`
+        // of the last in-flight chunk raises it.
+        if row.status == "cancelled" {
+            let view = crate::job::view::View {
+                now: chrono::Utc::now(),
+                default_retention_days,
+            };
+            crate::webhook::record_job_event(&mut tx, job, EventType::JobCancelled, view).await?;
+        }
     }
     let record: JobRecord = sqlx::query_as!(
         JobRow,

@@ -42,6 +42,11 @@ pub struct Completion<'a> {
     /// The audit actor (`worker:<host>:<pid>`).
     pub actor: &'a str,
     pub audit: serde_json::Value,
+    /// `GATEHOUSE_WEBHOOK_PROGRESS_INTERVAL_SECS`: a running job's `job.progress` webhook
+    /// event at most this often.
+    pub progress_interval: std::time::Duration,
+    /// `GATEHOUSE_DEFAULT_RETENTION_DAYS`, for the job object of a webhook event.
+    pub default_retention_days: i32,
 }
 
 /// What one committed chunk changed.
@@ -65,12 +70,18 @@ struct CompleteRow {
     succeeded: i32,
     failed: i32,
     job_status: Option<String>,
+    /// The webhook event this statement's transition raised, if an enabled endpoint takes it.
+    event_type: Option<String>,
 }
 
 /// Writes a chunk's results, flips the chunk, bumps the job's counters (finishing the job
 /// when it was the last), refunds the quota of the items that failed, writes the chunk's
-/// audit record and notifies waiters of a finished job — one statement, one round trip. `None`: the chunk was already finished (a redelivery
-/// or a concurrent duplicate); nothing was written.
+/// audit record and notifies waiters of a finished job — one statement, one round trip. When
+/// that statement raised a webhook event (`job.completed` / `job.failed` / `job.cancelled`
+/// when it finished the job, a due `job.progress`) that an enabled endpoint takes, the event
+/// is recorded in the same transaction ([`crate::webhook::record_job_event`]: two more
+/// statements, only then). `None`: the chunk was already finished (a redelivery or a
+/// concurrent duplicate); nothing was written.
 pub async fn complete(
     pool: &PgPool,
     done: Completion<'_>,
@@ -134,10 +145,33 @@ pub async fn complete(
                 completed_at = CASE
                     WHEN j.succeeded + j.failed + j.cancelled + counts.ok + counts.bad >= j.total
                         THEN now()
-                    ELSE j.completed_at END
+                    ELSE j.completed_at END,
+                -- webhooks: a running job's progress event is due (at most every $16 s).
+                last_progress_event_at = CASE
+                    WHEN j.status = 'running' AND counts.ok + counts.bad > 0
+                     AND j.succeeded + j.failed + j.cancelled + counts.ok + counts.bad < j.total
+                     AND (j.last_progress_event_at IS NULL
+                          OR j.last_progress_event_at <= now() - make_interval(secs => $16))
+                    THEN now() ELSE j.last_progress_event_at END
             FROM counts
             WHERE j.job_id = $1 AND EXISTS (SELECT 1 FROM flipped)
-            RETURNING j.status
+            RETURNING j.status, j.tenant_id, j.total, j.succeeded, j.failed, j.cancelled,
+                      j.webhook_endpoint_id, j.last_progress_event_at,
+                      counts.ok + counts.bad AS added
+        ), event AS (
+            -- The webhook event of this transition: the job's end when *this* statement's
+            -- counts crossed its total (concurrent chunks cannot both see that), a progress
+            -- event when one is due — if an enabled endpoint takes it.
+            SELECT e.event_type FROM job CROSS JOIN LATERAL (SELECT CASE
+                WHEN job.status IN ('completed', 'failed', 'cancelled')
+                     AND job.succeeded + job.failed + job.cancelled - job.added < job.total
+                    THEN 'job.' || job.status
+                WHEN job.status = 'running' AND job.added > 0
+                     AND job.last_progress_event_at = now()
+                    THEN 'job.progress'
+                END AS event_type) e
+            WHERE e.event_type IS NOT NULL
+              AND gatehouse_webhook_wanted(job.tenant_id, job.webhook_endpoint_id, e.event_type)
         ), refunds AS (
             SELECT count(*)::int8 AS n, coalesce(sum(char_length(i.input)), 0)::int8 AS chars
             FROM written w JOIN job_items i ON i.job_id = $1 AND i.item_index = w.item_index
@@ -161,7 +195,8 @@ pub async fn complete(
             SELECT pg_notify($15, '') FROM flipped
         )
         SELECT (SELECT count(*) FROM flipped) AS "flipped!", counts.ok AS "succeeded!",
-               counts.bad AS "failed!", (SELECT status FROM job) AS job_status
+               counts.bad AS "failed!", (SELECT status FROM job) AS job_status,
+               (SELECT event_type FROM event) AS event_type
         FROM counts
         WHERE (SELECT count(*) FROM notified) >= 0
         "#,
@@ -180,9 +215,17 @@ pub async fn complete(
         done.audit,
         JOB_DONE_CHANNEL,
         CHUNK_DONE_CHANNEL,
+        done.progress_interval.as_secs_f64(),
     )
     .fetch_one(&mut *tx)
     .await?;
+    if let Some(event) = row.event_type.as_deref().and_then(|e| e.parse().ok()) {
+        let view = crate::job::view::View {
+            now: chrono::Utc::now(),
+            default_retention_days: done.default_retention_days,
+        };
+        crate::webhook::record_job_event(&mut tx, chunk.job_id, event, view).await?;
+    }
     tx.commit().await?;
     if row.flipped == 0 {
         return Ok(None);

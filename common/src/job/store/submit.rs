@@ -112,6 +112,9 @@ pub struct NewJob<'a> {
     /// The clock (quota days are UTC days of this instant).
     pub now: DateTime<Utc>,
     pub admission: &'a Admission,
+    /// `"webhook": {"endpoint_id"}`: the one endpoint of the tenant this job's webhook events
+    /// go to (`None`: every endpoint that takes them).
+    pub webhook_endpoint: Option<crate::types::EndpointId>,
 }
 
 pub enum Submitted {
@@ -402,6 +405,10 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, SubmitE
     let job_id = JobId::new();
     let (day, resets_at) = quota::day_of(new.now);
     let mut hash = RequestHash::new(new.options);
+    // A replay must name the same webhook endpoint too.
+    if let Some(endpoint) = new.webhook_endpoint {
+        hash.field(endpoint.0.as_bytes());
+    }
     // The stream is not `Sync`: take it out, so no borrow of `new` lives across an await.
     let source = new.items;
 
@@ -413,10 +420,10 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, SubmitE
             r"
             INSERT INTO jobs (job_id, tenant_id, key_id, kind, total, idempotency_key, created_by,
                               options, policy_version, lane, quota_day, input_file_id,
-                              parent_job_id)
+                              parent_job_id, webhook_endpoint_id)
             VALUES ($1, $2, $3, $4, 1, $5, $6, $7,
                     (SELECT coalesce(max(version), 0) FROM moderation_policies WHERE tenant_id = $2),
-                    $8, $9, $10, $11)
+                    $8, $9, $10, $11, $12)
             ",
             job_id.0,
             new.tenant_id.0,
@@ -429,6 +436,7 @@ pub async fn submit(pool: &PgPool, new: NewJob<'_>) -> Result<Submitted, SubmitE
             day,
             new.input_file,
             new.parent_job.map(|j| j.0),
+            new.webhook_endpoint.map(|e| e.0),
         )
         .execute(&mut *tx)
         .await;
