@@ -51,7 +51,7 @@ pub async fn claim(
     chunk: &ChunkMessage,
     cached_policies: &[i32],
 ) -> Result<Option<Claim>, sqlx::Error> {
-    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
+    let mut tx = db::begin_point_lookups(pool, Scope::Tenant(chunk.tenant_id)).await?;
     let row = sqlx::query_as!(
         ClaimRow,
         r#"

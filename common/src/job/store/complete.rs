@@ -109,7 +109,8 @@ pub async fn complete(
     let models =
         serde_json::to_value(done.models).map_err(|e| CodecError::Encode(e.to_string()))?;
     let chunk = done.chunk;
-    let mut tx = db::begin(pool, Scope::Tenant(chunk.tenant_id)).await?;
+    // Keyed look-ups only (the refund joins the written items by key): see the claim.
+    let mut tx = db::begin_point_lookups(pool, Scope::Tenant(chunk.tenant_id)).await?;
     let row = sqlx::query_as!(
         CompleteRow,
         r#"
