@@ -307,16 +307,18 @@ fn explain(
         });
         ranked.truncate(MAX_EXPLAINED_WINDOWS);
         ranked.sort_by_key(|(w, _)| *w);
-        windows.extend(ranked.into_iter().map(|(w, top)| WindowExplanation {
-            model: model.model.reference.clone(),
-            window: w,
-            top: top
-                .into_iter()
-                .map(|(category, p)| CategoryScore {
-                    category,
-                    score: round(p),
-                })
-                .collect(),
+        windows.extend(ranked.into_iter().map(|(w, top)| {
+            WindowExplanation {
+                model: model.model.reference.clone(),
+                window: w,
+                top: top
+                    .into_iter()
+                    .map(|(category, p)| CategoryScore {
+                        category,
+                        score: round(p),
+                    })
+                    .collect(),
+            }
         }));
     }
     Explanation {
