@@ -121,12 +121,25 @@ pub struct DecidedBy {
     /// The model window whose score decided (for `model`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<usize>,
+    /// The model's own label that decided (for `model`; e.g. `insult` for a toxicity model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// The deciding score (for `model`) and the policy threshold it reached for `level`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<f64>,
     /// The PII rule or blocklist term (for rules).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// Index of the deciding entry in the result's `signals`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<usize>,
 }
 
-/// Why a flagged result is flagged: what decided, and the top category scores per window.
+/// Why a flagged result is flagged: what decided, and the top category scores of the
+/// windows that scored highest (at most a few per model, the deciding window always among
+/// them, in model then window order; `ModerationResult::windows` says how many there were).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Explanation {
     pub decided_by: DecidedBy,

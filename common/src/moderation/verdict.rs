@@ -25,8 +25,8 @@ fn category_of(label: &str) -> (Option<Category>, bool) {
     }
 }
 
-/// Most window entries an explanation lists.
-const MAX_EXPLAINED_WINDOWS: usize = 32;
+/// Most windows an explanation lists per model (the highest-scoring ones).
+const MAX_EXPLAINED_WINDOWS: usize = 4;
 /// Categories per window in an explanation.
 const TOP_PER_WINDOW: usize = 3;
 
@@ -41,8 +41,8 @@ pub fn verdict(
     let mut signals = Vec::new();
     let mut toxicity = BTreeMap::new();
     let mut windows = 1;
-    // (category, model index, label index, window) of each model score, for the explanation.
-    let mut best: BTreeMap<Category, (f32, usize, usize)> = BTreeMap::new();
+    // Per category the best model score: (score, model index, label index, window).
+    let mut best: BTreeMap<Category, (f32, usize, usize, usize)> = BTreeMap::new();
 
     for (m, (model, per_window)) in models.iter().zip(&stored.scores).enumerate() {
         windows = windows.max(per_window.len());
@@ -65,7 +65,7 @@ pub fn verdict(
                 *slot = p;
             }
             if best.get(&category).is_none_or(|b| p > b.0) {
-                best.insert(category, (p, m, window));
+                best.insert(category, (p, m, l, window));
             }
             if policy.thresholds(category).level(p) > Level::Safe {
                 signals.push(Signal::Model {
@@ -153,6 +153,7 @@ pub fn verdict(
             &model_scores,
             &best,
             &rule_for,
+            &signals,
             policy,
         )
     });
@@ -217,8 +218,9 @@ fn explain(
     category_levels: &BTreeMap<Category, Level>,
     level: Level,
     model_scores: &BTreeMap<Category, f32>,
-    best: &BTreeMap<Category, (f32, usize, usize)>,
+    best: &BTreeMap<Category, (f32, usize, usize, usize)>,
     rule_for: &BTreeMap<Category, (Level, String, &'static str)>,
+    signals: &[Signal],
     policy: &Policy,
 ) -> Explanation {
     // The first category (taxonomy order) at the overall level decides; a rule at that level
@@ -228,61 +230,96 @@ fn explain(
         .find(|(_, l)| **l == level)
         .map(|(c, _)| *c)
         .unwrap_or(Category::Violent);
-    let by_models = policy
-        .thresholds(category)
-        .level(model_scores.get(&category).copied().unwrap_or(0.0));
-    let decided_by = match rule_for.get(&category) {
-        Some((rule_level, name, detector)) if *rule_level >= by_models => DecidedBy {
-            category,
-            level,
-            detector: (*detector).to_string(),
-            model: None,
-            window: None,
-            rule: Some(name.clone()),
-        },
-        _ => {
-            let (model, window) = best
-                .get(&category)
-                .map(|(_, m, w)| (models.get(*m).map(|m| m.model.reference.clone()), *w))
-                .unwrap_or((None, 0));
-            DecidedBy {
-                category,
-                level,
-                detector: "model".into(),
-                model,
-                window: Some(window),
-                rule: None,
-            }
-        }
+    let thresholds = policy.thresholds(category);
+    let by_models = thresholds.level(model_scores.get(&category).copied().unwrap_or(0.0));
+    let mut decided_by = DecidedBy {
+        category,
+        level,
+        detector: "model".into(),
+        model: None,
+        window: None,
+        label: None,
+        score: None,
+        threshold: None,
+        rule: None,
+        signal: None,
     };
+    let mut deciding_window = None;
+    match rule_for.get(&category) {
+        Some((rule_level, name, detector)) if *rule_level >= by_models => {
+            decided_by.detector = (*detector).to_string();
+            decided_by.signal = signals.iter().position(|s| match s {
+                Signal::Pii { rule, .. } => *detector == "pii" && rule == name,
+                Signal::Blocklist { term, .. } => *detector == "blocklist" && term == name,
+                Signal::Model { .. } => false,
+            });
+            decided_by.rule = Some(name.clone());
+        }
+        _ => {
+            if let Some((p, m, l, w)) = best.get(&category).copied() {
+                let model = models.get(m);
+                let reference = model.map(|m| m.model.reference.clone());
+                let label = model.and_then(|m| m.labels.get(l)).cloned();
+                decided_by.signal = signals.iter().position(|s| {
+                    matches!(s, Signal::Model { model, label: sl, .. }
+                        if Some(model) == reference.as_ref() && Some(sl) == label.as_ref())
+                });
+                decided_by.model = reference;
+                decided_by.label = label;
+                decided_by.score = Some(round(p));
+                decided_by.threshold = Some(round(match level {
+                    Level::Unsafe => thresholds.unsafe_,
+                    _ => thresholds.controversial,
+                }));
+                deciding_window = Some((m, w));
+            }
+            decided_by.window = Some(deciding_window.map_or(0, |(_, w)| w));
+        }
+    }
     let mut windows = Vec::new();
-    'models: for (model, per_window) in models.iter().zip(&stored.scores) {
-        for (w, row) in per_window.iter().enumerate() {
-            if windows.len() >= MAX_EXPLAINED_WINDOWS {
-                break 'models;
-            }
-            let mut by_category: BTreeMap<Category, f32> = BTreeMap::new();
-            for (label, p) in model.labels.iter().zip(row) {
-                if let (Some(c), _) = category_of(label) {
-                    let slot = by_category.entry(c).or_insert(0.0);
-                    *slot = slot.max(*p);
+    for (m, (model, per_window)) in models.iter().zip(&stored.scores).enumerate() {
+        // Each window's categories (a toxicity label counts for the category it maps onto).
+        let mut ranked: Vec<(usize, Vec<(Category, f32)>)> = per_window
+            .iter()
+            .enumerate()
+            .map(|(w, row)| {
+                let mut by_category: BTreeMap<Category, f32> = BTreeMap::new();
+                for (label, p) in model.labels.iter().zip(row) {
+                    if let (Some(c), _) = category_of(label) {
+                        let slot = by_category.entry(c).or_insert(0.0);
+                        *slot = slot.max(*p);
+                    }
                 }
-            }
-            let mut top: Vec<(Category, f32)> = by_category.into_iter().collect();
-            top.sort_by(|a, b| b.1.total_cmp(&a.1));
-            windows.push(WindowExplanation {
+                let mut top: Vec<(Category, f32)> = by_category.into_iter().collect();
+                top.sort_by(|a, b| b.1.total_cmp(&a.1));
+                top.truncate(TOP_PER_WINDOW);
+                (w, top)
+            })
+            .collect();
+        // The highest-scoring windows first (the deciding one before all), then in order.
+        let peak = |top: &[(Category, f32)]| top.first().map_or(0.0, |t| t.1);
+        ranked.sort_by(|a, b| {
+            let decides = |w: usize| deciding_window == Some((m, w));
+            decides(b.0)
+                .cmp(&decides(a.0))
+                .then(peak(&b.1).total_cmp(&peak(&a.1)))
+                .then(a.0.cmp(&b.0))
+        });
+        ranked.truncate(MAX_EXPLAINED_WINDOWS);
+        ranked.sort_by_key(|(w, _)| *w);
+        windows.extend(ranked.into_iter().map(|(w, top)| {
+            WindowExplanation {
                 model: model.model.reference.clone(),
                 window: w,
                 top: top
                     .into_iter()
-                    .take(TOP_PER_WINDOW)
                     .map(|(category, p)| CategoryScore {
                         category,
                         score: round(p),
                     })
                     .collect(),
-            });
-        }
+            }
+        }));
     }
     Explanation {
         decided_by,
@@ -394,6 +431,61 @@ mod tests {
     }
 
     #[test]
+    fn the_explanation_names_the_deciding_signal_and_lists_few_windows() {
+        // 10 windows: window 7 has the highest violent score, window 2 a lower jailbreak one.
+        let mut per_window = vec![vec![0.01_f32; 9]; 10];
+        per_window[7][0] = 0.93;
+        per_window[7][5] = 0.4;
+        per_window[2][8] = 0.6;
+        for (w, row) in per_window.iter_mut().enumerate() {
+            row[1] = 0.02 * w as f32;
+        }
+        let s = StoredModeration {
+            scores: vec![per_window, vec![vec![0.9, 0.0, 0.0, 0.0, 0.0, 0.0]]],
+            rules: Vec::new(),
+        };
+        let r = verdict(&[guard(), toxic()], &s, &Policy::default());
+        assert_eq!(r.level, Level::Unsafe);
+        let why = r.explanation.clone().expect("explanation");
+        let d = &why.decided_by;
+        assert_eq!(
+            (d.category, d.detector.as_str(), d.window),
+            (Category::Violent, "model", Some(7))
+        );
+        assert_eq!(d.model.as_deref(), Some("guard@abcdef012345"));
+        assert_eq!(d.label.as_deref(), Some("violent"));
+        assert_eq!((d.score, d.threshold), (Some(0.93), Some(0.8)));
+        let signal = &r.signals[d.signal.expect("signal index")];
+        assert!(
+            matches!(signal, Signal::Model { label, category: Category::Violent, .. } if label == "violent")
+        );
+        // At most 4 windows of the guard (the highest-scoring, in order) + the toxic model's one.
+        let guard_windows: Vec<usize> = why
+            .windows
+            .iter()
+            .filter(|w| w.model.starts_with("guard@"))
+            .map(|w| w.window)
+            .collect();
+        assert_eq!(guard_windows, [2, 7, 8, 9]);
+        assert_eq!(why.windows.len(), 5);
+        let seven = &why.windows[1];
+        assert_eq!(seven.top.len(), 3);
+        assert_eq!(
+            (seven.top[0].category, seven.top[0].score),
+            (Category::Violent, 0.93)
+        );
+        assert_eq!(seven.top[1].category, Category::UnethicalActs);
+        // Typed both ways: what the api serialises, it reads back.
+        let json = serde_json::to_value(&r).expect("json");
+        assert_eq!(json["explanation"]["decided_by"]["signal"], json!(d.signal));
+        let back: ModerationResult = serde_json::from_value(json).expect("typed");
+        assert_eq!(back, r);
+        // Compact: the explanation of a 10-window text stays small.
+        let bytes = serde_json::to_vec(&why).expect("bytes").len();
+        assert!(bytes < 1200, "{bytes} bytes");
+    }
+
+    #[test]
     fn policy_can_disable_categories_and_move_thresholds() {
         let mut gv = [0.0; 9];
         gv[0] = 0.6;
@@ -464,5 +556,7 @@ mod tests {
         let why = r.explanation.expect("explanation");
         assert_eq!(why.decided_by.detector, "pii");
         assert_eq!(why.decided_by.rule.as_deref(), Some("cn_mobile"));
+        assert_eq!(why.decided_by.signal, Some(0));
+        assert_eq!(why.decided_by.score, None);
     }
 }
