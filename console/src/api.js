@@ -40,8 +40,8 @@ export async function request(method, path, body, { raw = false, accept, headers
   if (!res.ok) throw new ApiError(res.status, await problemOf(res))
   if (raw) return res
   if (res.status === 204) return null
-  const type = res.headers.get('content-type') || ''
-  return type.includes('json') ? res.json() : res.text()
+  const type = (res.headers.get('content-type') || '').split(';')[0].trim()
+  return type === 'application/json' || type.endsWith('+json') ? res.json() : res.text()
 }
 
 export const get = (path, opts) => request('GET', path, undefined, opts)

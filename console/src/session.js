@@ -40,7 +40,9 @@ function armExpiry() {
   clearTimeout(expiryTimer)
   if (!session.expiresAt) return
   const left = session.expiresAt - Date.now()
-  expiryTimer = setTimeout(() => endSession('expired'), Math.max(0, left))
+  // setTimeout holds at most 2^31-1 ms (~24.8 days); a longer wait is re-armed later.
+  const MAX = 2 ** 31 - 1
+  expiryTimer = left > MAX ? setTimeout(armExpiry, MAX) : setTimeout(() => endSession('expired'), Math.max(0, left))
 }
 
 /** Forget the token; `reason` is a message key for the login page ('' = none). */

@@ -51,7 +51,7 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     await page.getByTestId('login-username').fill(user)
     await page.getByTestId('login-password').fill(PASSWORD)
     await page.getByTestId('login-submit').click()
-    await page.getByTestId('nav').waitFor()
+    await page.getByTestId('nav').waitFor({ state: 'attached' })
     return { context, page }
   }
 
@@ -62,6 +62,7 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
 
   async function shot(page, name) {
     if (!SHOTS) return
+    await page.evaluate(() => window.scrollTo(0, 0))
     await page.waitForTimeout(150) // let transitions settle
     await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: false })
   }
@@ -105,7 +106,7 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     const { context, page } = await signIn('root', { tenant: null })
     assert.deepEqual(await menu(page), ['tenants', 'usage'], "the operator's menu")
     await page.getByTestId('nav-tenants').click()
-    await page.getByTestId('tenants-table').getByText(TENANT, { exact: true }).waitFor()
+    await page.getByTestId('tenants-table').locator('td.mono', { hasText: TENANT }).first().waitFor()
     await shot(page, 'operator-tenants')
     await context.close()
   })
@@ -210,16 +211,29 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     await version.waitFor()
     const before = Number(await version.getAttribute('data-version'))
     const slider = page.getByTestId('threshold-violent-unsafe')
+    const was = Number(await slider.inputValue())
+    const want = Math.round((was - 0.05) * 100) / 100
     await slider.focus()
     for (let i = 0; i < 5; i++) await page.keyboard.press('ArrowLeft') // keyboard works
-    assert.equal(await slider.inputValue(), '0.75')
+    assert.equal(Number(await slider.inputValue()), want)
+    await page.getByTestId('blocklist-import').fill('禁词,politically_sensitive,controversial')
+    await page.getByTestId('blocklist-add').click()
+    await page.getByTestId('blocklist').getByText('禁词').waitFor()
     await page.getByTestId('policy-save').click()
     await page.getByTestId('policy-saved').waitFor()
     assert.equal(Number(await version.getAttribute('data-version')), before + 1)
     await shot(page, 'policy')
     const token = await page.evaluate(() => sessionStorage.getItem('gatehouse.session'))
     const res = await fetch(new URL('/v1/moderation/policy', URL_), { headers: { Authorization: `Bearer ${token}` } })
-    assert.equal((await res.json()).thresholds.violent.unsafe, 0.75)
+    assert.equal((await res.json()).thresholds.violent.unsafe, want)
+    // The new version judges the next text: the blocklist term is highlighted.
+    await page.getByTestId('nav-moderate').click()
+    await page.getByTestId('moderate-text').fill('这里有一个禁词。')
+    await page.getByTestId('moderate-submit').click()
+    const mark = page.getByTestId('moderate-highlight').locator('mark.sig-blocklist')
+    await mark.waitFor()
+    assert.equal(await mark.evaluate((m) => m.firstChild.textContent), '禁词')
+    await shot(page, 'moderate-blocklist')
     await context.close()
   })
 
@@ -240,8 +254,9 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     await page.getByRole('button', { name: /菜单/ }).click()
     assert.equal(await page.getByTestId('nav').isVisible(), true)
     await shot(page, 'phone-menu')
-    await page.getByTestId('nav-moderate').click()
-    assert.equal(await page.getByTestId('nav').isVisible(), false)
+    await page.getByTestId('nav-translate').click()
+    await page.getByTestId('translate-text').waitFor()
+    await page.getByTestId('nav').waitFor({ state: 'hidden' })
     await context.close()
   })
 

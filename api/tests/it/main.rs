@@ -7,6 +7,7 @@ mod bulk;
 mod capacity;
 mod cli;
 mod connections;
+mod console;
 mod durability;
 mod hardening;
 mod identity;
