@@ -53,6 +53,7 @@ export function endSession(reason = '') {
   session.expiresAt = 0
   session.notice = reason
   sessionStorage.removeItem(KEY)
+  sessionStorage.removeItem(OWN)
   if (onEnd) onEnd(reason)
 }
 
@@ -91,11 +92,19 @@ export function hasScope(scope) {
 }
 
 /**
- * May manage (cancel, retry) `job`: admins any of the tenant's, others their own. The job
- * object does not name its owner, but a non-admin sees only its own jobs and shared ones, so
- * an unshared job in its list is its own; a shared one might not be, and is left read-only.
+ * May manage (cancel, retry, share) `job`: admins any of the tenant's, others their own. The
+ * job object does not name its owner, but a non-admin sees only its own jobs and shared ones,
+ * so an unshared job it sees is its own — remembered for the session, so it stays manageable
+ * once shared. A shared job never seen unshared might not be its own: left read-only.
  */
+const OWN = 'gatehouse.own_jobs'
 export function mayManage(job) {
   if (!can('jobs.submit')) return false
-  return role() === 'admin' || !job.shared
+  if (role() === 'admin') return true
+  const own = new Set(JSON.parse(sessionStorage.getItem(OWN) || '[]'))
+  if (!job.shared && !own.has(job.id)) {
+    own.add(job.id)
+    sessionStorage.setItem(OWN, JSON.stringify([...own].slice(-500)))
+  }
+  return !job.shared || own.has(job.id)
 }

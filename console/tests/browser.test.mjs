@@ -179,8 +179,19 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     await page.getByTestId('job-results').locator('tbody tr').nth(3).waitFor()
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('download-jsonl').click()])
     assert.equal(download.suggestedFilename(), `${id}.jsonl`)
+    await page.getByTestId('job-share').click()
+    await page.getByTestId('job-share').getByText(/Stop sharing/).waitFor()
     await shot(page, 'job-detail')
     await context.close()
+    // A guest sees the shared job under "Shared results", read-only.
+    const guest = await signIn('guest')
+    await guest.page.getByTestId('nav-jobs').click()
+    const shared = guest.page.getByTestId(`job-${id}`)
+    await shared.waitFor()
+    assert.equal(await guest.page.getByTestId('upload-form').count(), 0)
+    assert.equal(await shared.locator('button').count(), 0)
+    await shot(guest.page, 'guest-shared')
+    await guest.context.close()
   })
 
   test('admin creates a key (secret shown once), then revokes it', async () => {

@@ -110,7 +110,9 @@ async fn serve(dir: &Path, relative: &Path) -> Result<Response, ApiError> {
     let full = dir.join(relative);
     let bytes = match tokio::fs::read(&full).await {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && relative == Path::new("index.html") => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && relative == Path::new("index.html") =>
+        {
             return Ok(not_built(dir));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound),
@@ -184,7 +186,10 @@ mod tests {
             safe_relative("assets/app.js"),
             Some(PathBuf::from("assets/app.js"))
         );
-        assert_eq!(safe_relative("./index.html"), Some(PathBuf::from("index.html")));
+        assert_eq!(
+            safe_relative("./index.html"),
+            Some(PathBuf::from("index.html"))
+        );
         assert_eq!(safe_relative("../Cargo.toml"), None);
         assert_eq!(safe_relative("assets/../../x"), None);
         assert_eq!(safe_relative("/etc/passwd"), None);

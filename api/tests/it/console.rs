@@ -14,7 +14,11 @@ use crate::support::{GUARD_MODELS, Harness, PASSWORD, new_user};
 fn fake_console(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gh_console_{name}_{}", std::process::id()));
     std::fs::create_dir_all(dir.join("assets")).expect("mkdir");
-    std::fs::write(dir.join("index.html"), "<!doctype html><title>console</title>").expect("write");
+    std::fs::write(
+        dir.join("index.html"),
+        "<!doctype html><title>console</title>",
+    )
+    .expect("write");
     std::fs::write(dir.join("assets/app-1234.js"), "console.log(1)").expect("write");
     dir
 }
@@ -31,15 +35,25 @@ async fn the_console_is_served_with_a_strict_csp_and_a_page_fallback() {
         false,
     )
     .await;
-    for uri in ["/console", "/console/", "/console/jobs/job_123", "/console/admin/keys"] {
+    for uri in [
+        "/console",
+        "/console/",
+        "/console/jobs/job_123",
+        "/console/admin/keys",
+    ] {
         let reply = get(&h, uri).await;
         assert_eq!(reply.status, StatusCode::OK, "{uri}");
         assert_eq!(reply.content_type(), "text/html; charset=utf-8", "{uri}");
         assert!(reply.body.starts_with(b"<!doctype html>"), "{uri}");
-        let csp = reply.headers["content-security-policy"].to_str().expect("ascii");
+        let csp = reply.headers["content-security-policy"]
+            .to_str()
+            .expect("ascii");
         assert!(csp.contains("default-src 'self'"), "{csp}");
         assert!(csp.contains("script-src 'self'"), "{csp}");
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
         assert_eq!(reply.headers["x-content-type-options"], "nosniff");
         assert_eq!(reply.headers["x-frame-options"], "DENY");
@@ -113,7 +127,11 @@ async fn the_consoles_rules_are_the_servers_policy() {
     let body = reply.json();
     for (method, path, rule) in gatehouse_api::policy::ROUTES {
         let roles: Vec<&str> = rule.roles.iter().map(|r| r.as_str()).collect();
-        assert_eq!(body["rules"][rule.name], serde_json::json!(roles), "{method} {path}");
+        assert_eq!(
+            body["rules"][rule.name],
+            serde_json::json!(roles),
+            "{method} {path}"
+        );
     }
     assert_eq!(
         body["routes"].as_array().expect("routes").len(),
