@@ -112,3 +112,16 @@ export async function loadSession() {
   session.rules = rules.rules
   session.me = me
 }
+
+/** Poll a job until it finishes; the first item's result (its error message if it failed). */
+export async function waitForJob(id) {
+  for (;;) {
+    const job = await get(`/v1/jobs/${id}`)
+    if (['completed', 'failed', 'cancelled'].includes(job.status)) break
+    await new Promise((r) => setTimeout(r, 500))
+  }
+  const lines = await request('GET', `/v1/jobs/${id}/results?limit=1`, undefined, { accept: 'application/x-ndjson' })
+  const first = JSON.parse(String(lines).split('\n').find((l) => l.trim()))
+  if (!first.result) throw new Error(first.error?.message || 'failed')
+  return first.result
+}

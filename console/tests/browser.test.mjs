@@ -92,6 +92,25 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     await context.close()
   })
 
+  test('signing in works with the keyboard alone', async () => {
+    const context = await browser.newContext({ locale: 'en-US' })
+    const page = await context.newPage()
+    await page.goto(URL_)
+    await page.getByTestId('login-username').waitFor()
+    await page.keyboard.press('Tab') // the skip link
+    await page.keyboard.press('Tab') // the language switch
+    await page.keyboard.press('Tab') // "operator"
+    await page.keyboard.press('Tab')
+    await page.keyboard.type(TENANT)
+    await page.keyboard.press('Tab')
+    await page.keyboard.type('reviewer')
+    await page.keyboard.press('Tab')
+    await page.keyboard.type(PASSWORD)
+    await page.keyboard.press('Enter')
+    await page.getByTestId('nav').waitFor()
+    await context.close()
+  })
+
   test('each role sees its own menu', async () => {
     const expected = {
       admin: ['audit', 'examples', 'jobs', 'keys', 'moderate', 'policy', 'tenant', 'translate', 'usage', 'users', 'webhooks'],
@@ -207,11 +226,26 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     // The key works until it is revoked.
     const works = await fetch(new URL('/v1/me', URL_), { headers: { Authorization: `Bearer ${secret}` } })
     assert.equal(works.status, 200)
+    // Rotation: a new secret, shown once; the old one keeps working for the grace period.
+    await row.getByTestId('key-rotate').click()
+    await page.getByTestId('confirm-yes').click()
+    await page.waitForFunction((old) => {
+      const el = document.querySelector('[data-testid="key-secret-value"]')
+      return el && el.textContent !== old
+    }, secret)
+    const rotated = await page.getByTestId('key-secret-value').textContent()
+    assert.match(rotated, /^ghk_/)
+    for (const s of [secret, rotated]) {
+      const r = await fetch(new URL('/v1/me', URL_), { headers: { Authorization: `Bearer ${s}` } })
+      assert.equal(r.status, 200)
+    }
     await row.getByTestId('key-revoke').click()
     await page.getByTestId('confirm-yes').click()
     await page.waitForFunction(() => !document.querySelector('[data-testid="key-browser-test"]'))
-    const revoked = await fetch(new URL('/v1/me', URL_), { headers: { Authorization: `Bearer ${secret}` } })
-    assert.equal(revoked.status, 401)
+    for (const s of [secret, rotated]) {
+      const revoked = await fetch(new URL('/v1/me', URL_), { headers: { Authorization: `Bearer ${s}` } })
+      assert.equal(revoked.status, 401)
+    }
     await context.close()
   })
 
@@ -248,6 +282,26 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     await context.close()
   })
 
+  test('admin adds a user, changes its role, deletes it after confirming', async () => {
+    const { context, page } = await signIn('admin')
+    await page.getByTestId('nav-users').click()
+    const form = page.getByTestId('user-form')
+    await form.getByLabel('Username').fill('carol')
+    await form.getByLabel('Password').fill('a long enough passphrase')
+    await form.getByRole('button', { name: 'Create' }).click()
+    const row = page.getByTestId('user-carol')
+    await row.waitFor()
+    await row.getByLabel('Role').selectOption('guest')
+    await page.waitForFunction(() => document.querySelector('[data-testid="user-carol"] select')?.value === 'guest')
+    await row.getByRole('button', { name: 'Delete' }).click()
+    await page.getByTestId('confirm-no').click() // cancelling keeps it
+    assert.equal(await row.count(), 1)
+    await row.getByRole('button', { name: 'Delete' }).click()
+    await page.getByTestId('confirm-yes').click()
+    await row.waitFor({ state: 'detached' })
+    await context.close()
+  })
+
   test('the other admin pages render', async () => {
     const { context, page } = await signIn('admin')
     for (const [name, ready] of [['users', 'user-admin'], ['tenant', 'tenant-form'], ['usage', 'usage-chart'], ['audit', 'audit-table'], ['webhooks', null]]) {
@@ -277,6 +331,10 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
     await page.reload()
     await page.getByTestId('login-notice').waitFor()
     assert.match(await page.getByTestId('login-notice').textContent(), /no longer valid/)
+    // A token past its `exp` is not even tried.
+    await page.evaluate(() => sessionStorage.setItem('gatehouse.session', 'eyJhbGciOiJFZERTQSJ9.eyJleHAiOjE2MDAwMDAwMDB9.old'))
+    await page.goto(URL_ + 'jobs')
+    await page.getByTestId('login-notice').getByText(/expired/).waitFor()
     await context.close()
     const second = await signIn('reviewer')
     await second.page.getByTestId('logout').click()

@@ -1,14 +1,15 @@
 //! The web console: how the api serves it (files, SPA fallback, CSP, the rules), and the
 //! browser suite (`console/tests/`, Debian's Chromium driven by playwright-core) against this
-//! test's own api on a TCP port, the outbox relay, a worker with both moderation models and
-//! the translation model, its own database and queues.
+//! test's own api on a TCP port, the outbox relay, a worker (the small English moderation
+//! model, which keeps this test light beside the others; PII and blocklist rules; the
+//! translation model), its own database and queues.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use axum::http::{Method, StatusCode};
 use gatehouse_common::{testkit::workspace_root, types::Role};
 
-use crate::support::{GUARD_MODELS, Harness, PASSWORD, new_user};
+use crate::support::{Harness, PASSWORD, new_user};
 
 /// A console directory with an index page and one asset.
 fn fake_console(name: &str) -> PathBuf {
@@ -158,10 +159,7 @@ async fn the_console_works_in_a_real_browser() {
     );
 
     let h = Harness::new(
-        &[
-            GUARD_MODELS,
-            ("GATEHOUSE_CONSOLE_DIR", dist.to_str().expect("utf-8 path")),
-        ],
+        &[("GATEHOUSE_CONSOLE_DIR", dist.to_str().expect("utf-8 path"))],
         true,
     )
     .await;
