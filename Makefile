@@ -96,7 +96,7 @@ console: ## Build the web console into console/dist (npm ci + vite build; served
 
 console-screenshots: services models ## Run the console's browser suite and refresh docs/screenshots/*.png
 	bash scripts/build-console.sh >/dev/null && bash scripts/browser-env.sh >/dev/null
-	CONSOLE_SCREENSHOTS_DIR="$(CURDIR)/docs/screenshots" $(CARGO) test -p gatehouse-api --test it console::the_console_works_in_a_real_browser
+	CONSOLE_SCREENSHOTS_DIR="$(CURDIR)/docs/screenshots" $(CARGO) test -p gatehouse-api --test console the_console_works_in_a_real_browser
 
 bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, release) vs Python onnxruntime
 	$(CARGO) bench -p gatehouse-worker --bench translate

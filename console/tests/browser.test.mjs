@@ -1,6 +1,6 @@
 // The console in a real browser: Debian's Chromium, headless, driven by playwright-core,
 // against a real gatehouse-api + worker + Postgres + RabbitMQ. Started by the Rust
-// integration test api/tests/it/console.rs (part of `make test`), which creates the tenant,
+// integration test api/tests/console.rs (part of `make test`), which creates the tenant,
 // the users and an isolated stack and passes them in:
 //   CONSOLE_URL       http://127.0.0.1:<port>/console/
 //   CONSOLE_TENANT    the tenant's slug

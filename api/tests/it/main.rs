@@ -7,7 +7,6 @@ mod bulk;
 mod capacity;
 mod cli;
 mod connections;
-mod console;
 mod durability;
 mod hardening;
 mod identity;

@@ -3,13 +3,21 @@
 //! test's own api on a TCP port, the outbox relay, a worker (the small English moderation
 //! model, which keeps this test light beside the others; PII and blocklist rules; the
 //! translation model), its own database and queues.
+//!
+//! Its own test binary: cargo runs test binaries one after another, so Chromium never
+//! competes for the CPU with the timing-sensitive tests of `tests/it/` (durability, sync
+//! waits) on a small machine.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use axum::http::{Method, StatusCode};
 use gatehouse_common::{testkit::workspace_root, types::Role};
 
-use crate::support::{Harness, PASSWORD, new_user};
+#[path = "it/support.rs"]
+#[allow(dead_code)] // the harness of tests/it/, of which this binary uses a part
+mod support;
+
+use support::{Harness, PASSWORD, new_user};
 
 /// A console directory with an index page and one asset.
 fn fake_console(name: &str) -> PathBuf {
@@ -24,7 +32,7 @@ fn fake_console(name: &str) -> PathBuf {
     dir
 }
 
-async fn get(h: &Harness, uri: &str) -> crate::support::Reply {
+async fn get(h: &Harness, uri: &str) -> support::Reply {
     h.call(Method::GET, uri, None, None).await
 }
 
