@@ -14,6 +14,7 @@ API_BIN := target/debug/gatehouse-api
 # Name prefix of the databases, queues and exchanges the tests create.
 TEST_PREFIX ?= gh_test_
 
+.PHONY: console console-screenshots
 .PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate
 
 help: ## List the targets
@@ -33,6 +34,7 @@ migrate: services build ## Create the database if missing and apply the migratio
 	$(API_BIN) migrate
 
 demo: services models build ## Run api + worker in the background and moderate samples/moderation.json
+	bash scripts/build-console.sh >/dev/null  # the web console at /console
 	bash scripts/demo.sh
 
 stop: ## Stop the demo's api and worker
@@ -40,6 +42,7 @@ stop: ## Stop the demo's api and worker
 
 test: services models ## Run the whole test suite (needs Postgres and RabbitMQ)
 	bash scripts/python-env.sh >/dev/null  # the OpenAI interop test runs the pinned `openai` client
+	bash scripts/build-console.sh >/dev/null && bash scripts/browser-env.sh >/dev/null  # the console's browser suite
 	$(CARGO) test --workspace --all-targets
 
 lint: ## rustfmt check, clippy with warnings denied, the Dockerfile checks, and .sqlx/ current
@@ -87,6 +90,13 @@ loadtest-bulk: ## 100,000-line JSONL upload -> job -> results (MB/s, items/s, ap
 	bash loadtest/bulk.sh
 loadtest-webhooks: ## Webhook delivery lag (job completed -> webhook received) on an idle system, p50/p99
 	bash loadtest/webhooks.sh
+
+console: ## Build the web console into console/dist (npm ci + vite build; served at /console)
+	bash scripts/build-console.sh
+
+console-screenshots: services models ## Run the console's browser suite and refresh docs/screenshots/*.png
+	bash scripts/build-console.sh >/dev/null && bash scripts/browser-env.sh >/dev/null
+	CONSOLE_SCREENSHOTS_DIR="$(CURDIR)/docs/screenshots" $(CARGO) test -p gatehouse-api --test console the_console_works_in_a_real_browser
 
 bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, release) vs Python onnxruntime
 	$(CARGO) bench -p gatehouse-worker --bench translate

@@ -244,6 +244,28 @@ for r in body["results"]:
     print("  flagged=%-5s level=%-13s openai=%s gatehouse=%s" % (r["flagged"], r["level"], on, ours))
 ' <<<"${modr%$'\n'*}"
 
+# ---------------------------------------------------------------------------- console
+step "the web console ($API_URL/console)"
+# A tenant admin to sign in with; an operator grants the demo tenant translation too.
+TENANT_SLUG="$(json_field slug <<<"$tenant_json")"
+CONSOLE_PASSWORD="$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')"
+OPERATOR="operator-${TENANT_SLUG#demo-}"
+printf '%s\n' "$CONSOLE_PASSWORD" | "$API_BIN" admin operator create --username "$OPERATOR" >/dev/null \
+    || die "admin operator create failed"
+printf '%s\n' "$CONSOLE_PASSWORD" | "$API_BIN" admin user create --tenant "$TENANT_ID" --username admin --role admin >/dev/null \
+    || die "admin user create failed"
+op_token="$(curl -sS -X POST "$API_URL/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"username\": \"$OPERATOR\", \"password\": \"$CONSOLE_PASSWORD\"}" | json_field access_token)" \
+    || die "operator login failed"
+curl -sS -o /dev/null --fail-with-body -X PATCH "$API_URL/v1/tenants/$TENANT_ID" -H "Authorization: Bearer $op_token" \
+    -H 'Content-Type: application/json' -d '{"scopes": ["moderate", "translate", "webhooks"]}' \
+    || die "granting the demo tenant translation failed"
+if [[ "$(http_code "$API_URL/console/")" != "200" ]]; then
+    echo "the console is not built: run \`bash scripts/build-console.sh\` (make demo does)"
+fi
+echo "open $API_URL/console/ and sign in: tenant $TENANT_SLUG, user admin, password $CONSOLE_PASSWORD"
+echo "(operator, without a tenant: $OPERATOR, same password)"
+
 cat <<EOF
 
 The api ($API_URL) and the worker ($WORKER_URL) keep running; logs in .cache/demo/.

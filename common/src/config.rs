@@ -381,6 +381,9 @@ pub struct Config {
     pub log_filter: String,
     pub identity: IdentityConfig,
     pub webhooks: WebhookConfig,
+    /// `GATEHOUSE_CONSOLE_DIR`: the built web console (`scripts/build-console.sh`), served at
+    /// `/console`.
+    pub console_dir: PathBuf,
 }
 
 impl Config {
@@ -574,6 +577,7 @@ impl Config {
                 },
             },
             webhooks: WebhookConfig::from_env(&env)?,
+            console_dir: env.get("GATEHOUSE_CONSOLE_DIR", PathBuf::from("console/dist"))?,
         };
         if cfg.identity.jwt_ttl > Duration::from_secs(24 * 3600) {
             return Err(ConfigError {

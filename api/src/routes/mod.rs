@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod batches;
+pub mod console;
 pub mod files;
 pub mod health;
 pub mod job_actions;
@@ -44,6 +45,7 @@ pub fn router(max_file_bytes: u64) -> Router<AppState> {
         .merge(usage::router())
         .merge(webhook_endpoints::router())
         .merge(webhook_messages::router())
+        .merge(console::router())
 }
 
 /// `?limit=&after=`: keyset pagination over time-ordered ids.
