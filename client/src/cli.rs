@@ -112,6 +112,8 @@ pub enum Jobs {
     Wait(Wait),
     /// Show one job.
     Show { id: String },
+    /// Cancel a job: what no worker took is skipped, finished results are kept.
+    Cancel { id: String },
     /// List your jobs, newest first.
     List(List),
     /// Download a job's results (NDJSON, or CSV with --csv).

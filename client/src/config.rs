@@ -65,8 +65,12 @@ pub fn load(path: &Path) -> Result<Saved> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Saved::default()),
         Err(e) => return Err(CliError::io(format!("reading {}", path.display()), e)),
     };
-    toml::from_str(&text)
-        .map_err(|e| CliError::Usage(format!("{} is not a valid config file: {e}", path.display())))
+    toml::from_str(&text).map_err(|e| {
+        CliError::Usage(format!(
+            "{} is not a valid config file: {e}",
+            path.display()
+        ))
+    })
 }
 
 /// Writes `saved` to `path` (its directory made if needed), readable by the owner only: a
@@ -126,7 +130,11 @@ pub fn resolve(
         .unwrap_or(DEFAULT_URL)
         .trim_end_matches('/')
         .to_string();
-    let bearer = match (api_key.filter(|k| !k.is_empty()), &saved.api_key, &saved.token) {
+    let bearer = match (
+        api_key.filter(|k| !k.is_empty()),
+        &saved.api_key,
+        &saved.token,
+    ) {
         (Some(key), _, _) => Some(key.to_string()),
         (None, Some(key), _) => Some(key.clone()),
         (None, None, Some(token)) => {

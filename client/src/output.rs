@@ -40,7 +40,9 @@ pub fn report(error: &CliError, as_json: bool) {
         other => {
             eprintln!("{}", other.human());
             if as_json {
-                json(&serde_json::json!({ "error": other.to_string(), "exit_code": other.exit_code() }));
+                json(
+                    &serde_json::json!({ "error": other.to_string(), "exit_code": other.exit_code() }),
+                );
             }
         }
     }
@@ -117,7 +119,9 @@ pub fn job(job: &Job) -> String {
         job.progress * 100.0
     );
     if let Some(ahead) = job.queue_position.filter(|n| *n > 0) {
-        out.push_str(&format!("\n  queue: {ahead} items of your earlier jobs ahead"));
+        out.push_str(&format!(
+            "\n  queue: {ahead} items of your earlier jobs ahead"
+        ));
     }
     if let Some(eta) = job.eta_seconds {
         out.push_str(&format!("\n  eta: {eta} s"));
@@ -152,7 +156,10 @@ pub fn job_table(jobs: &[Job]) -> String {
             j.kind.as_str(),
             j.status.as_str(),
             j.progress * 100.0,
-            format!("{}/{}/{}", j.counts.succeeded, j.counts.failed, j.counts.total),
+            format!(
+                "{}/{}/{}",
+                j.counts.succeeded, j.counts.failed, j.counts.total
+            ),
             j.created_at.format("%Y-%m-%d %H:%M:%S")
         ));
     }

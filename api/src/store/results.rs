@@ -13,7 +13,6 @@ use gatehouse_common::{
     moderation::Policy,
     types::{JobId, TenantId},
 };
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 /// One line of the results stream (defined in `common`, where the `gatehouse` client reads it).

@@ -66,6 +66,17 @@ pub async fn run(ctx: &Ctx, command: Jobs) -> Result<()> {
             }
             Ok(())
         }
+        Jobs::Cancel { id } => {
+            let path = format!("{}/cancel", job_path(&id)?);
+            let response = api.send(api.request(Method::POST, &path)).await?;
+            let job: Job = api.decode(response).await?;
+            if ctx.json {
+                output::json(&job);
+            } else {
+                println!("{}", output::job(&job));
+            }
+            Ok(())
+        }
         Jobs::List(args) => list(ctx, api, args).await,
         Jobs::Results(args) => {
             let job: Job = api.get_json(&job_path(&args.id)?).await?;
@@ -124,7 +135,10 @@ fn report_download(ctx: &Ctx, done: &results::Downloaded, print_json: bool) {
         .unwrap_or_default();
     eprintln!("wrote {} results lines to {path}", done.lines);
     if let Some(status) = done.job_status.as_deref().filter(|s| !is_final(s)) {
-        eprintln!("note: job {} is {status}: these are the results finished so far", done.job_id);
+        eprintln!(
+            "note: job {} is {status}: these are the results finished so far",
+            done.job_id
+        );
     }
 }
 
@@ -177,7 +191,9 @@ async fn submit(ctx: &Ctx, api: &Api, args: cli::Submit) -> Result<()> {
             "uploaded {} as {} ({} lines)",
             args.file.display(),
             file.id,
-            file.lines.map(|n| n.to_string()).unwrap_or_else(|| "?".into())
+            file.lines
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into())
         );
     }
     let key = args
@@ -238,7 +254,10 @@ async fn wait(ctx: &Ctx, api: &Api, job: Job, output: Option<&std::path::Path>) 
             );
         }
         if output.is_none() {
-            println!("results: gatehouse jobs results {} -o results.jsonl", job.id);
+            println!(
+                "results: gatehouse jobs results {} -o results.jsonl",
+                job.id
+            );
         }
     }
     let c = job.counts;

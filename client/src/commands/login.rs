@@ -61,7 +61,10 @@ fn read_secret(prompt: &str, from_stdin: bool) -> Result<String> {
         rpassword::prompt_password(prompt).map_err(|e| CliError::io("reading the prompt", e))?
     };
     if secret.is_empty() {
-        return Err(CliError::Usage(format!("no {} given", prompt.trim_end_matches(": "))));
+        return Err(CliError::Usage(format!(
+            "no {} given",
+            prompt.trim_end_matches(": ")
+        )));
     }
     Ok(secret)
 }
@@ -125,9 +128,15 @@ pub async fn login(ctx: &Ctx, args: Login) -> Result<()> {
         .tenant
         .map(|t| format!(", tenant {}", t.slug))
         .unwrap_or_default();
-    println!("Logged in to {url} as {} ({}{tenant}).", who.subject, who.role);
+    println!(
+        "Logged in to {url} as {} ({}{tenant}).",
+        who.subject, who.role
+    );
     if let Some(at) = saved.token_expires_at {
-        println!("The token expires at {}; log in again then.", at.to_rfc3339());
+        println!(
+            "The token expires at {}; log in again then.",
+            at.to_rfc3339()
+        );
     }
     println!("Saved to {}.", ctx.config_path.display());
     Ok(())

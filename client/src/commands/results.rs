@@ -25,13 +25,10 @@ pub async fn lines(api: &Api, job: &Job) -> Result<Vec<ResultLine>> {
     let path = format!("/v1/jobs/{}/results", job.id);
     let response = retrying(|| api.send(api.request(Method::GET, &path))).await?;
     let url = response.url().to_string();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|source| CliError::Network {
-            url: url.clone(),
-            source,
-        })?;
+    let body = response.bytes().await.map_err(|source| CliError::Network {
+        url: url.clone(),
+        source,
+    })?;
     body.split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .map(|l| {

@@ -99,7 +99,10 @@ fn succeeded(index: usize, result: ItemResult) -> ResultLine {
 /// A job the API handed back with `202`: followed to its end, then its results lines.
 async fn finish(ctx: &Ctx, api: &Api, job: Job) -> Result<Vec<ResultLine>> {
     if !ctx.json {
-        eprintln!("still running after the API's wait: following job {}", job.id);
+        eprintln!(
+            "still running after the API's wait: following job {}",
+            job.id
+        );
     }
     let job = progress::follow(api, job, progress::enabled(ctx.json)).await?;
     results::lines(api, &job).await
