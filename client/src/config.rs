@@ -126,6 +126,7 @@ pub fn resolve(
     now: DateTime<Utc>,
 ) -> Result<Target> {
     let url = url
+        .filter(|u| !u.is_empty())
         .or(saved.url.as_deref())
         .unwrap_or(DEFAULT_URL)
         .trim_end_matches('/')

@@ -74,7 +74,7 @@ fn verdict(m: &ModerationResult) -> String {
             .join(",")
     };
     format!(
-        "{:<8} {:<13} {categories}",
+        "{:<8} {:<13} {categories:<24}",
         if m.flagged { "FLAGGED" } else { "ok" },
         m.level.as_str()
     )
@@ -132,11 +132,12 @@ pub fn job(job: &Job) -> String {
             job.invalid_lines, job.id
         ));
     }
-    out.push_str(&format!("\n  created: {}", job.created_at.to_rfc3339()));
+    let time = |at: &chrono::DateTime<chrono::Utc>| at.format("%Y-%m-%d %H:%M:%S UTC").to_string();
+    out.push_str(&format!("\n  created: {}", time(&job.created_at)));
     if let Some(at) = job.completed_at {
-        out.push_str(&format!("\n  completed: {}", at.to_rfc3339()));
+        out.push_str(&format!("\n  completed: {}", time(&at)));
     }
-    out.push_str(&format!("\n  expires: {}", job.expires_at.to_rfc3339()));
+    out.push_str(&format!("\n  expires: {}", time(&job.expires_at)));
     if job.expired {
         out.push_str(" (results deleted by retention)");
     }

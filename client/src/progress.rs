@@ -5,7 +5,7 @@
 use std::{io::IsTerminal, time::Duration};
 
 use gatehouse_common::{job::view::Job, types::JobStatus};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 use crate::{api::Api, error::Result};
 
@@ -25,7 +25,16 @@ fn bar(len: Option<u64>, template: &str, show: bool) -> ProgressBar {
         ProgressDrawTarget::hidden()
     });
     if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style.progress_chars("=> "));
+        // `{rate}`: items (or lines) per second without indicatif's four decimals.
+        let style = style
+            .with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                },
+            )
+            .progress_chars("=> ");
+        bar.set_style(style);
     }
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
@@ -45,10 +54,10 @@ pub fn download(total: Option<u64>, show: bool) -> ProgressBar {
     match total {
         Some(_) => bar(
             total,
-            "results [{wide_bar}] {pos}/{len} lines · {per_sec} · ETA {eta}",
+            "results [{wide_bar}] {pos}/{len} lines · {rate} · ETA {eta}",
             show,
         ),
-        None => bar(None, "results {spinner} {pos} lines · {per_sec}", show),
+        None => bar(None, "results {spinner} {pos} lines · {rate}", show),
     }
 }
 
@@ -58,7 +67,7 @@ pub async fn follow(api: &Api, mut job: Job, show: bool) -> Result<Job> {
     let total = u64::try_from(job.counts.total).unwrap_or(0);
     let bar = bar(
         Some(total),
-        "{spinner} {msg:<11} [{elapsed_precise}] [{wide_bar}] {pos}/{len} items · {per_sec} · ETA {eta}",
+        "{spinner} {msg:<11} [{elapsed_precise}] [{wide_bar}] {pos}/{len} items · {rate} · ETA {eta}",
         show,
     );
     let path = format!("/v1/jobs/{}", job.id);

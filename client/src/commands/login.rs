@@ -128,14 +128,15 @@ pub async fn login(ctx: &Ctx, args: Login) -> Result<()> {
         .tenant
         .map(|t| format!(", tenant {}", t.slug))
         .unwrap_or_default();
-    println!(
-        "Logged in to {url} as {} ({}{tenant}).",
-        who.subject, who.role
-    );
+    let name = match &saved.username {
+        Some(user) => format!("{user} ({}, ", who.subject),
+        None => format!("{} (", who.subject),
+    };
+    println!("Logged in to {url} as {name}{}{tenant}).", who.role);
     if let Some(at) = saved.token_expires_at {
         println!(
             "The token expires at {}; log in again then.",
-            at.to_rfc3339()
+            at.format("%Y-%m-%d %H:%M:%S UTC")
         );
     }
     println!("Saved to {}.", ctx.config_path.display());
