@@ -166,3 +166,35 @@ fn compact(value: &serde_json::Value) -> String {
 }
 
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_reads_as_status_code_detail_field_and_members() {
+        let problem: Problem = serde_json::from_value(serde_json::json!({
+            "type": "https://gatehouse.invalid/problems/quota-exceeded",
+            "title": "Too Many Requests",
+            "status": 429,
+            "code": "quota_exceeded",
+            "detail": "the daily_items quota would be exceeded",
+            "field": "items",
+            "limit": 100,
+            "errors": [{"line": 2, "code": "missing_text"}],
+        }))
+        .expect("problem");
+        let error = CliError::Api {
+            status: reqwest::StatusCode::TOO_MANY_REQUESTS,
+            problem: Box::new(problem),
+            retry_after: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(
+            error.human(),
+            "error: 429 Too Many Requests [quota_exceeded]: the daily_items quota would be exceeded\n  \
+             field: items\n  limit: 100\n  errors:\n    - line: 2, code: missing_text\n  retry after: 30 s"
+        );
+        assert_eq!(error.exit_code(), exit::API);
+        assert_eq!(error.retry_after(), Some(Duration::from_secs(30)));
+    }
+}

@@ -216,6 +216,62 @@ fn write_jsonl(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     path
 }
 
+/// A TCP proxy to `upstream` that cuts each of the first `cuts` connections once it has
+/// passed `budget` bytes of response: a connection dropped in the middle of a download.
+/// Returns its URL and the number of connections it cut so far.
+async fn cutting_proxy(
+    upstream: &str,
+    budget: usize,
+    cuts: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::{Arc, atomic::Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let cut = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let requests = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let mut sent = 0;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match server_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if sent + n > budget && counter.load(Ordering::SeqCst) < cuts {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let _ = client_write
+                            .write_all(&buf[..budget.saturating_sub(sent)])
+                            .await;
+                        break; // both halves dropped: the client sees the connection reset
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    sent += n;
+                }
+                requests.abort();
+            });
+        }
+    });
+    (url, cut)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_saves_a_private_token_and_the_sync_commands_print_verdicts_and_translations() {
     let stack = Stack::new(true).await;
@@ -499,6 +555,32 @@ async fn jobs_submit_waits_with_progress_and_results_download_whole() {
     }
     assert!(!stack.home.join("out.jsonl.part").exists());
 
+    // A connection that breaks in the middle of the download (twice): the client asks again
+    // from the last whole line it wrote, and the file is the same, without a duplicate.
+    let (proxy, cut) = cutting_proxy(&stack.url, 64 * 1024, 2).await;
+    let resumed = stack.home.join("resumed.jsonl");
+    let id_of_first = results_job_id(&stack).await;
+    let mut command = stack.command(&[
+        "jobs",
+        "results",
+        &id_of_first,
+        "-o",
+        resumed.to_str().expect("utf-8"),
+    ]);
+    command
+        .env("GATEHOUSE_URL", &proxy)
+        .env("GATEHOUSE_API_KEY", &stack.key);
+    let out = tokio::task::spawn_blocking(move || command.output().expect("run"))
+        .await
+        .expect("join");
+    assert_exit(&out, 0);
+    assert_eq!(
+        cut.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "the proxy cut twice"
+    );
+    assert_eq!(std::fs::read_to_string(&resumed).expect("resumed"), written);
+
     // The same job through the scripting interface.
     let (code, page) = json(&stack.keyed(&["jobs", "list", "--json"]).await);
     assert_eq!(code, 0);
@@ -628,4 +710,15 @@ async fn a_cancelled_job_is_exit_4_and_an_unreachable_server_exit_3() {
     let out = stack.keyed(&["jobs", "submit"]).await;
     assert_exit(&out, 1);
     stack.teardown().await;
+}
+
+/// The newest job of the stack's tenant, as `gatehouse jobs list --json` shows it.
+async fn results_job_id(stack: &Stack) -> String {
+    let (code, page) = json(
+        &stack
+            .keyed(&["jobs", "list", "--json", "--limit", "1"])
+            .await,
+    );
+    assert_eq!(code, 0);
+    page["data"][0]["id"].as_str().expect("id").to_string()
 }
