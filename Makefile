@@ -43,6 +43,7 @@ stop: ## Stop the demo's api and worker
 test: services models ## Run the whole test suite (needs Postgres and RabbitMQ)
 	bash scripts/python-env.sh >/dev/null  # the OpenAI interop test runs the pinned `openai` client
 	bash scripts/build-console.sh >/dev/null && bash scripts/browser-env.sh >/dev/null  # the console's browser suite
+	bash scripts/promtool.sh >/dev/null    # the dashboard and alert tests run promtool
 	$(CARGO) test --workspace --all-targets
 
 lint: ## rustfmt check, clippy with warnings denied, the Dockerfile checks, and .sqlx/ current

@@ -13,18 +13,10 @@ use gatehouse_common::{
     moderation::Policy,
     types::{JobId, TenantId},
 };
-use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-/// One line of the results stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResultLine {
-    pub index: i32,
-    pub custom_id: Option<String>,
-    pub status: ItemStatus,
-    pub result: Option<ItemResult>,
-    pub error: Option<ItemError>,
-}
+/// One line of the results stream (defined in `common`, where the `gatehouse` client reads it).
+pub use gatehouse_common::job::result::ResultLine;
 
 struct StoredLine {
     item_index: i32,

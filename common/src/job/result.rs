@@ -378,3 +378,14 @@ mod tests {
         assert_eq!(serde_json::to_value(&typed).expect("json"), json);
     }
 }
+
+/// One line of a job's results stream (`GET /v1/jobs/{id}/results`, NDJSON): what the api
+/// writes and the `gatehouse` client reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResultLine {
+    pub index: i32,
+    pub custom_id: Option<String>,
+    pub status: super::ItemStatus,
+    pub result: Option<ItemResult>,
+    pub error: Option<ItemError>,
+}
