@@ -14,6 +14,10 @@ use gatehouse_common::types::Role;
 
 use crate::support::{GUARD_MODELS, Harness, new_user};
 
+/// The guard model on a long text takes seconds on a busy 2-core machine: wait for the
+/// answer rather than taking the 202 of the default 10 s wait.
+const SYNC_WAIT: (&str, &str) = ("GATEHOUSE_SYNC_WAIT_MS", "60000");
+
 /// A tenant user with `role`, logged in; returns the token.
 async fn user(h: &Harness, role: Role) -> String {
     let tenant = h.tenant_id().await;
@@ -93,7 +97,7 @@ const CASES: &[(&str, Option<&str>)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn moderations_flag_chinese_and_english_harm_and_leave_ordinary_text_alone() {
-    let h = Harness::new(&[GUARD_MODELS], true).await;
+    let h = Harness::new(&[GUARD_MODELS, SYNC_WAIT], true).await;
     let worker = h.start_worker().await;
     let texts: Vec<&str> = CASES.iter().map(|(t, _)| *t).collect();
     let body = moderate(&h, &h.key, json!(texts)).await;
@@ -169,7 +173,7 @@ async fn moderations_flag_chinese_and_english_harm_and_leave_ordinary_text_alone
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_text_is_judged_by_its_worst_window() {
-    let h = Harness::new(&[GUARD_MODELS], true).await;
+    let h = Harness::new(&[GUARD_MODELS, SYNC_WAIT], true).await;
     let worker = h.start_worker().await;
     let filler = "The committee reviewed the quarterly budget and approved the plan. ".repeat(80);
     let text =
@@ -473,7 +477,7 @@ async fn bad_policies_and_inputs_are_refused_with_the_field_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_script_emoji_control_characters_and_lone_surrogates_never_crash_a_worker() {
-    let h = Harness::new(&[GUARD_MODELS], true).await;
+    let h = Harness::new(&[GUARD_MODELS, SYNC_WAIT], true).await;
     let worker = h.start_worker().await;
     // Raw JSON: lone surrogates (high, low, two highs) are not valid UTF-16; they arrive as
     // U+FFFD. Then control characters, zero-width and bidi marks, combining marks, scripts.
