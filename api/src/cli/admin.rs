@@ -123,6 +123,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 rate_limits: (!rates.is_empty()).then_some(serde_json::Value::Object(rates)),
                 weight,
                 retention_days,
+                audit_retention_days: None,
             };
             let scope = gatehouse_common::db::Scope::Platform;
             serde_json::to_value(

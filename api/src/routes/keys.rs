@@ -161,6 +161,7 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
     principal.require(&policy::KEYS_MANAGE)?;
+    principal.require_fresh_auth(&state, "key.revoke").await?;
     let key_id: KeyId = id.parse().map_err(|_| ApiError::NotFound)?;
     keys::revoke(
         &state.pool,
