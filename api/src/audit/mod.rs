@@ -12,6 +12,7 @@
 //!
 //! [`scope`]: gatehouse_common::audit::context::scope
 
+pub mod background;
 pub mod chain;
 pub mod checkpoints;
 pub mod limiter;

@@ -30,16 +30,41 @@ pub async fn record_outcome(
     event: Event<'_>,
     outcome: &'static str,
 ) -> Result<(), sqlx::Error> {
+    let target = target_of(&event);
     audit::insert(
         tx,
         audit::Record {
             outcome,
             client_ip: event.client_ip,
+            target,
             details: event.details,
             ..audit::Record::new(event.tenant, event.actor, event.action)
         },
     )
     .await
+}
+
+/// What an identity or settings event is about: the object its details name (a created key,
+/// user or endpoint has no id in its route), or the tenant for tenant events.
+fn target_of(event: &Event<'_>) -> Option<audit::Target> {
+    const KEYS: [(&str, &str); 3] = [
+        ("key_id", "key"),
+        ("user_id", "user"),
+        ("endpoint_id", "webhook_endpoint"),
+    ];
+    let named = KEYS.iter().find_map(|(field, kind)| {
+        event.details.get(*field).and_then(|v| v.as_str()).map(|id| audit::Target {
+            kind,
+            id: id.to_string(),
+        })
+    });
+    named.or_else(|| match event.action {
+        Action::TenantCreated | Action::TenantChanged => event.tenant.map(|t| audit::Target {
+            kind: "tenant",
+            id: t.to_string(),
+        }),
+        _ => None,
+    })
 }
 
 /// One audit record as the API (and the export) shows it.

@@ -247,7 +247,8 @@ pub async fn rotate(
             previous_secret_sha256 = secret_sha256,
             previous_valid_until = now() + make_interval(secs => $3),
             secret_sha256 = $4,
-            rotated_at = now()
+            rotated_at = now(),
+            rotation_reminded_at = NULL
         WHERE tenant_id = $1 AND key_id = $2
         RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
                   created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at, rate_limits
