@@ -40,7 +40,7 @@ async fn records_carry_the_request_context_and_denials_are_recorded() {
     assert_eq!(r["actor_kind"], "user");
     assert!(r["actor"].as_str().unwrap_or_default().starts_with("usr_"));
     assert_eq!(r["user_agent"], "audit-test/1.0");
-    assert_eq!(r["client_ip"], "127.0.0.1/32");
+    assert_eq!(r["client_ip"], "127.0.0.1");
     assert_eq!(r["target_type"], "key");
     assert_eq!(r["target_id"], key["id"]);
     assert_eq!(r["outcome"], "success");
