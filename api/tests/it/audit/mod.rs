@@ -2,6 +2,7 @@
 //! requests, query and export, retention, step-up, key hygiene.
 
 mod append_only;
+mod bench;
 mod chain;
 mod coverage;
 mod keys;
