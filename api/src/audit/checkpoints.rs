@@ -47,9 +47,12 @@ pub async fn checkpoint_heads(
     now: DateTime<Utc>,
 ) -> Result<Option<u64>, SignError> {
     let mut tx = db::begin(pool, Scope::Platform).await?;
-    let locked = sqlx::query_scalar!(r#"SELECT pg_try_advisory_xact_lock($1) AS "l!""#, ROUND_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
+    let locked = sqlx::query_scalar!(
+        r#"SELECT pg_try_advisory_xact_lock($1) AS "l!""#,
+        ROUND_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !locked {
         return Ok(None);
     }

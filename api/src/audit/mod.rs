@@ -106,7 +106,16 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         metrics::counter!("gatehouse_api_audit_suppressed_total").increment(1);
         return response;
     }
-    if let Err(error) = write(&state, &ctx, action, outcome, status.as_u16(), &method, &route).await
+    if let Err(error) = write(
+        &state,
+        &ctx,
+        action,
+        outcome,
+        status.as_u16(),
+        &method,
+        &route,
+    )
+    .await
     {
         metrics::counter!("gatehouse_api_audit_write_failures_total").increment(1);
         tracing::error!(error = %db::error_class(&error), %action, "cannot write the audit record");

@@ -11,23 +11,73 @@ pub const AUDITED: &[(&str, &str, Action, Option<&str>)] = &[
     ("POST", "/v1/jobs", Action::JobCreated, None),
     ("POST", "/v1/translations", Action::JobCreated, None),
     ("POST", "/v1/moderations", Action::JobCreated, None),
-    ("POST", "/v1/jobs/{id}/share", Action::JobShared, Some("job")),
-    ("POST", "/v1/jobs/{id}/cancel", Action::JobCancelled, Some("job")),
-    ("POST", "/v1/jobs/{id}/retry", Action::JobRetried, Some("job")),
-    ("GET", "/v1/jobs/{id}/results", Action::JobResultsRead, Some("job")),
-    ("GET", "/v1/jobs/{id}/errors", Action::JobErrorsRead, Some("job")),
+    (
+        "POST",
+        "/v1/jobs/{id}/share",
+        Action::JobShared,
+        Some("job"),
+    ),
+    (
+        "POST",
+        "/v1/jobs/{id}/cancel",
+        Action::JobCancelled,
+        Some("job"),
+    ),
+    (
+        "POST",
+        "/v1/jobs/{id}/retry",
+        Action::JobRetried,
+        Some("job"),
+    ),
+    (
+        "GET",
+        "/v1/jobs/{id}/results",
+        Action::JobResultsRead,
+        Some("job"),
+    ),
+    (
+        "GET",
+        "/v1/jobs/{id}/errors",
+        Action::JobErrorsRead,
+        Some("job"),
+    ),
     ("POST", "/v1/files", Action::FileUploaded, None),
-    ("DELETE", "/v1/files/{id}", Action::FileDeleted, Some("file")),
-    ("GET", "/v1/files/{id}/content", Action::FileContentRead, Some("file")),
+    (
+        "DELETE",
+        "/v1/files/{id}",
+        Action::FileDeleted,
+        Some("file"),
+    ),
+    (
+        "GET",
+        "/v1/files/{id}/content",
+        Action::FileContentRead,
+        Some("file"),
+    ),
     ("POST", "/v1/batches", Action::JobCreated, None),
-    ("POST", "/v1/batches/{id}/cancel", Action::JobCancelled, Some("batch")),
+    (
+        "POST",
+        "/v1/batches/{id}/cancel",
+        Action::JobCancelled,
+        Some("batch"),
+    ),
     ("POST", "/v1/keys", Action::KeyCreated, None),
-    ("POST", "/v1/keys/{id}/rotate", Action::KeyRotated, Some("key")),
+    (
+        "POST",
+        "/v1/keys/{id}/rotate",
+        Action::KeyRotated,
+        Some("key"),
+    ),
     ("DELETE", "/v1/keys/{id}", Action::KeyRevoked, Some("key")),
     ("PATCH", "/v1/keys/{id}", Action::KeyChanged, Some("key")),
     ("POST", "/v1/users", Action::UserCreated, None),
     ("PATCH", "/v1/users/{id}", Action::UserChanged, Some("user")),
-    ("DELETE", "/v1/users/{id}", Action::UserDeleted, Some("user")),
+    (
+        "DELETE",
+        "/v1/users/{id}",
+        Action::UserDeleted,
+        Some("user"),
+    ),
     ("GET", "/v1/audit/export", Action::AuditExported, None),
     (
         "PUT",
@@ -43,7 +93,12 @@ pub const AUDITED: &[(&str, &str, Action, Option<&str>)] = &[
     ),
     ("PATCH", "/v1/tenant", Action::TenantChanged, None),
     ("POST", "/v1/tenants", Action::TenantCreated, None),
-    ("PATCH", "/v1/tenants/{id}", Action::TenantChanged, Some("tenant")),
+    (
+        "PATCH",
+        "/v1/tenants/{id}",
+        Action::TenantChanged,
+        Some("tenant"),
+    ),
     (
         "POST",
         "/v1/webhooks/endpoints",
@@ -114,7 +169,10 @@ fn target_kind_of(route: &str) -> Option<&'static str> {
         ("/v1/tenants/", "tenant"),
         ("/v1/webhooks/endpoints/", "webhook_endpoint"),
         ("/v1/webhooks/messages/", "webhook_message"),
-        ("/v1/moderation/policy/versions/", "moderation_policy_version"),
+        (
+            "/v1/moderation/policy/versions/",
+            "moderation_policy_version",
+        ),
     ];
     PREFIXES
         .iter()
@@ -162,8 +220,15 @@ mod tests {
 
     #[test]
     fn targets_come_from_the_routes_id_segment() {
-        let t = target("/v1/keys/{id}/rotate", "/v1/keys/key_ab/rotate", Some("key"));
-        assert_eq!(t.map(|t| (t.kind, t.id)), Some(("key", "key_ab".to_string())));
+        let t = target(
+            "/v1/keys/{id}/rotate",
+            "/v1/keys/key_ab/rotate",
+            Some("key"),
+        );
+        assert_eq!(
+            t.map(|t| (t.kind, t.id)),
+            Some(("key", "key_ab".to_string()))
+        );
         let t = target("/v1/jobs/{id}", "/v1/jobs/job_1", None);
         assert_eq!(t.map(|t| t.kind), Some("job"));
         assert!(target("/v1/jobs", "/v1/jobs", None).is_none());

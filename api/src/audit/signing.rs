@@ -52,7 +52,9 @@ impl Statement {
             self.tenant
                 .map_or_else(|| "platform".to_string(), |t| t.to_string()),
             self.seq,
-            self.head.as_deref().map_or_else(|| "none".into(), hex::encode),
+            self.head
+                .as_deref()
+                .map_or_else(|| "none".into(), hex::encode),
             self.kind,
             self.at.timestamp(),
         )
@@ -88,7 +90,10 @@ impl CheckpointSigner {
 
     /// Signs `statement`: the key id and the 64-byte signature.
     pub async fn sign(&self, statement: &Statement) -> Result<(String, Vec<u8>), SignError> {
-        let (id, key) = self.key.get_or_try_init(|| load_or_create(&self.pool)).await?;
+        let (id, key) = self
+            .key
+            .get_or_try_init(|| load_or_create(&self.pool))
+            .await?;
         let signature = key.sign(statement.message().as_bytes());
         Ok((id.clone(), signature.to_bytes().to_vec()))
     }
@@ -142,9 +147,10 @@ async fn load_or_create(pool: &PgPool) -> Result<(String, SigningKey), SignError
 pub async fn public_keys(
     tx: &mut sqlx::PgConnection,
 ) -> Result<Vec<(String, Vec<u8>)>, sqlx::Error> {
-    let rows = sqlx::query!("SELECT key_id, public_key FROM audit_signing_keys ORDER BY created_at")
-        .fetch_all(tx)
-        .await?;
+    let rows =
+        sqlx::query!("SELECT key_id, public_key FROM audit_signing_keys ORDER BY created_at")
+            .fetch_all(tx)
+            .await?;
     Ok(rows.into_iter().map(|r| (r.key_id, r.public_key)).collect())
 }
 
@@ -157,10 +163,7 @@ pub fn verify(statement: &Statement, public: &[u8], signature: &[u8]) -> bool {
         return false;
     };
     VerifyingKey::from_bytes(&public)
-        .map(|k| {
-            k.verify(statement.message().as_bytes(), &signature)
-                .is_ok()
-        })
+        .map(|k| k.verify(statement.message().as_bytes(), &signature).is_ok())
         .unwrap_or(false)
 }
 
@@ -186,6 +189,10 @@ mod tests {
             ..statement.clone()
         };
         assert!(!verify(&moved, &public, &sig));
-        assert!(statement.message().starts_with("gatehouse-audit-checkpoint-v1\nchain: platform\nseq: 3\nhead: 010203\n"));
+        assert!(
+            statement.message().starts_with(
+                "gatehouse-audit-checkpoint-v1\nchain: platform\nseq: 3\nhead: 010203\n"
+            )
+        );
     }
 }

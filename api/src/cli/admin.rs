@@ -9,7 +9,8 @@ use gatehouse_common::{
 };
 
 use super::{
-    AdminCommand, AuditCommand, KeyCommand, OperatorCommand, SigningKeyCommand, TenantCommand, UserCommand,
+    AdminCommand, AuditCommand, KeyCommand, OperatorCommand, SigningKeyCommand, TenantCommand,
+    UserCommand,
 };
 use crate::{
     identity::{jwt::TokenService, password},

@@ -80,7 +80,11 @@ impl FilterQuery {
         if let (Some(from), Some(to)) = (self.from, self.to)
             && from > to
         {
-            return Err(ApiError::invalid("invalid_range", "to", "`to` is before `from`"));
+            return Err(ApiError::invalid(
+                "invalid_range",
+                "to",
+                "`to` is before `from`",
+            ));
         }
         Ok(Filter {
             from: self.from,
@@ -224,46 +228,44 @@ async fn export(
     .await?;
     tx.commit().await?;
     let pool = state.pool.clone();
-    let pages = stream::try_unfold(
-        (Some(0_i64), true),
-        move |(cursor, first)| {
-            let pool = pool.clone();
-            let filter = filter.clone();
-            async move {
-                let Some(after) = cursor else {
-                    return Ok::<_, sqlx::Error>(None);
-                };
-                let records =
-                    audit::page(&pool, tenant, &filter, Some(after), false, EXPORT_PAGE).await?;
-                let fail = |e: String| sqlx::Error::Protocol(e);
-                let mut buf = Vec::with_capacity(records.len() * 512);
-                if csv {
-                    let mut w = csv::WriterBuilder::new()
-                        .has_headers(false)
-                        .from_writer(Vec::new());
-                    if first {
-                        w.write_record(CSV_HEADER).map_err(|e| fail(e.to_string()))?;
-                    }
-                    for r in &records {
-                        csv_row(&mut w, r, tenant).map_err(|e| fail(e.to_string()))?;
-                    }
-                    buf = w.into_inner().map_err(|e| fail(e.to_string()))?;
-                } else {
-                    for r in &records {
-                        serde_json::to_writer(&mut buf, r).map_err(|e| fail(e.to_string()))?;
-                        buf.push(b'\n');
-                    }
+    let pages = stream::try_unfold((Some(0_i64), true), move |(cursor, first)| {
+        let pool = pool.clone();
+        let filter = filter.clone();
+        async move {
+            let Some(after) = cursor else {
+                return Ok::<_, sqlx::Error>(None);
+            };
+            let records =
+                audit::page(&pool, tenant, &filter, Some(after), false, EXPORT_PAGE).await?;
+            let fail = |e: String| sqlx::Error::Protocol(e);
+            let mut buf = Vec::with_capacity(records.len() * 512);
+            if csv {
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(Vec::new());
+                if first {
+                    w.write_record(CSV_HEADER)
+                        .map_err(|e| fail(e.to_string()))?;
                 }
-                if records.is_empty() && buf.is_empty() {
-                    return Ok(None);
+                for r in &records {
+                    csv_row(&mut w, r, tenant).map_err(|e| fail(e.to_string()))?;
                 }
-                let next = (records.len() as i64 == EXPORT_PAGE)
-                    .then(|| records.last().map(|r| r.audit_id))
-                    .flatten();
-                Ok(Some((buf, (next, false))))
+                buf = w.into_inner().map_err(|e| fail(e.to_string()))?;
+            } else {
+                for r in &records {
+                    serde_json::to_writer(&mut buf, r).map_err(|e| fail(e.to_string()))?;
+                    buf.push(b'\n');
+                }
             }
-        },
-    );
+            if records.is_empty() && buf.is_empty() {
+                return Ok(None);
+            }
+            let next = (records.len() as i64 == EXPORT_PAGE)
+                .then(|| records.last().map(|r| r.audit_id))
+                .flatten();
+            Ok(Some((buf, (next, false))))
+        }
+    });
     let mut response = Response::new(Body::from_stream(pages));
     response.headers_mut().insert(
         header::CONTENT_TYPE,

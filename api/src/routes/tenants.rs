@@ -299,7 +299,9 @@ async fn update(
     check_retention(body.retention_days)?;
     check_audit_retention(body.audit_retention_days)?;
     if body.enabled == Some(false) {
-        principal.require_fresh_auth(&state, "tenant.disable").await?;
+        principal
+            .require_fresh_auth(&state, "tenant.disable")
+            .await?;
     }
     let changes = TenantChanges {
         name: body.name.map(Line::into_inner),

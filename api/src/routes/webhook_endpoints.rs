@@ -367,7 +367,9 @@ async fn secret(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(&policy::WEBHOOK_SECRET_READ)?;
     principal.tenant()?;
-    principal.require_fresh_auth(&state, "webhook.secret_read").await?;
+    principal
+        .require_fresh_auth(&state, "webhook.secret_read")
+        .await?;
     let (name, client_ip) = actor(&principal);
     let secret = store::secret(
         &state.pool,

@@ -53,10 +53,14 @@ fn target_of(event: &Event<'_>) -> Option<audit::Target> {
         ("endpoint_id", "webhook_endpoint"),
     ];
     let named = KEYS.iter().find_map(|(field, kind)| {
-        event.details.get(*field).and_then(|v| v.as_str()).map(|id| audit::Target {
-            kind,
-            id: id.to_string(),
-        })
+        event
+            .details
+            .get(*field)
+            .and_then(|v| v.as_str())
+            .map(|id| audit::Target {
+                kind,
+                id: id.to_string(),
+            })
     });
     named.or_else(|| match event.action {
         Action::TenantCreated | Action::TenantChanged => event.tenant.map(|t| audit::Target {
@@ -134,7 +138,9 @@ pub async fn page(
     let mut tx =
         gatehouse_common::db::begin(pool, gatehouse_common::db::Scope::Tenant(tenant)).await?;
     let sql = if descending {
-        format!("{COLUMNS} AND ($9::int8 IS NULL OR audit_id < $9) ORDER BY audit_id DESC LIMIT $10")
+        format!(
+            "{COLUMNS} AND ($9::int8 IS NULL OR audit_id < $9) ORDER BY audit_id DESC LIMIT $10"
+        )
     } else {
         format!("{COLUMNS} AND ($9::int8 IS NULL OR audit_id > $9) ORDER BY audit_id LIMIT $10")
     };

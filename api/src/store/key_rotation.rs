@@ -22,7 +22,11 @@ pub fn due(key: &ApiKey, now: DateTime<Utc>, days: i64) -> bool {
 }
 
 /// One round: reminds every due key not yet reminded; returns (keys due, reminders sent).
-pub async fn remind(pool: &PgPool, now: DateTime<Utc>, days: i64) -> Result<(i64, u64), sqlx::Error> {
+pub async fn remind(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    days: i64,
+) -> Result<(i64, u64), sqlx::Error> {
     let mut tx = db::begin(pool, Scope::Platform).await?;
     let cutoff = now - Duration::days(days);
     let reminded = sqlx::query!(
@@ -58,7 +62,11 @@ pub async fn remind(pool: &PgPool, now: DateTime<Utc>, days: i64) -> Result<(i64
                     id: key.key_id.to_string(),
                 }),
                 details: serde_json::json!({ "reminder_days": days }),
-                ..audit::Record::new(Some(key.tenant_id), "system:key_hygiene", Action::KeyRotationDue)
+                ..audit::Record::new(
+                    Some(key.tenant_id),
+                    "system:key_hygiene",
+                    Action::KeyRotationDue,
+                )
             },
         )
         .await?;

@@ -220,8 +220,23 @@ pub async fn rotate(
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(stored) = seen {
-                tx.commit().await?;
                 let same: bool = secret_sha256.as_slice().ct_eq(stored.as_slice()).into();
+                if same {
+                    super::audit::record(
+                        &mut tx,
+                        super::audit::Event {
+                            tenant: Some(tenant),
+                            actor,
+                            action: Action::KeyRotated,
+                            client_ip,
+                            details: serde_json::json!({
+                                "key_id": key_id.to_string(), "idempotent_replay": true,
+                            }),
+                        },
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
                 // A different derivation secret (misconfigured replicas) cannot replay.
                 return Ok(same.then(|| (current, token(key_id, &secret))));
             }

@@ -742,7 +742,12 @@ async fn keys_are_scoped_rotated_with_grace_and_idempotent() {
     .fetch_all(&h.env.pool)
     .await
     .expect("audit");
-    assert_eq!(actions.iter().filter(|a| *a == "key.rotated").count(), 2);
+    // Two rotations and the idempotent replay of the first (recorded as such).
+    assert_eq!(actions.iter().filter(|a| *a == "key.rotated").count(), 3);
+    assert_eq!(
+        h.scalar("SELECT count(*) FROM audit_events WHERE action = 'key.rotated' AND details->>'idempotent_replay' = 'true'").await,
+        1
+    );
     assert!(actions.contains(&"key.created".to_string()));
     h.teardown().await;
 }

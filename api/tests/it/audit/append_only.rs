@@ -29,11 +29,11 @@ async fn the_app_role_cannot_update_delete_or_truncate_and_the_trigger_refuses_t
             .await
             .expect("role");
         assert_eq!(role, "gatehouse_app");
-        let err = sqlx::query(sql)
-            .execute(&mut *tx)
-            .await
-            .expect_err(sql);
-        let code = err.as_database_error().and_then(|e| e.code()).unwrap_or_default();
+        let err = sqlx::query(sql).execute(&mut *tx).await.expect_err(sql);
+        let code = err
+            .as_database_error()
+            .and_then(|e| e.code())
+            .unwrap_or_default();
         assert_eq!(code, "42501", "{sql}: {err}");
     }
     // Even the app cannot fake the purge switch: it still lacks DELETE.
@@ -42,7 +42,12 @@ async fn the_app_role_cannot_update_delete_or_truncate_and_the_trigger_refuses_t
         .execute(&mut *tx)
         .await
         .expect("settings");
-    assert!(sqlx::query("DELETE FROM audit_events").execute(&mut *tx).await.is_err());
+    assert!(
+        sqlx::query("DELETE FROM audit_events")
+            .execute(&mut *tx)
+            .await
+            .is_err()
+    );
     drop(tx);
     // Nor purge anything younger than 90 days through the function.
     let mut tx = h.env.app_pool.begin().await.expect("begin");
@@ -66,10 +71,7 @@ async fn the_app_role_cannot_update_delete_or_truncate_and_the_trigger_refuses_t
         "DELETE FROM audit_events",
         "TRUNCATE audit_events",
     ] {
-        let err = sqlx::query(sql)
-            .execute(&h.env.pool)
-            .await
-            .expect_err(sql);
+        let err = sqlx::query(sql).execute(&h.env.pool).await.expect_err(sql);
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     assert_eq!(h.scalar("SELECT count(*) FROM audit_events").await, before);

@@ -17,7 +17,10 @@ use super::call_with;
 use crate::support::Harness;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn set_auditing(h: &Harness, on: bool) {
@@ -29,7 +32,10 @@ async fn set_auditing(h: &Harness, on: bool) {
          CREATE TRIGGER audit_events_0_bench_off BEFORE INSERT ON audit_events
            FOR EACH ROW EXECUTE FUNCTION gatehouse_bench_discard()"
     };
-    sqlx::raw_sql(sql).execute(&h.env.pool).await.expect("toggle auditing");
+    sqlx::raw_sql(sql)
+        .execute(&h.env.pool)
+        .await
+        .expect("toggle auditing");
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -51,7 +57,15 @@ async fn audit_overhead_benchmark() {
         .collect();
     // Warm-up: models loaded, connections open.
     for _ in 0..10 {
-        call_with(&h, Method::POST, "/v1/moderations", &h.key, &[], Some(json!({"input": "warm up"}))).await;
+        call_with(
+            &h,
+            Method::POST,
+            "/v1/moderations",
+            &h.key,
+            &[],
+            Some(json!({"input": "warm up"})),
+        )
+        .await;
     }
     let mut sync = [Vec::new(), Vec::new()];
     let mut jobs = [Vec::new(), Vec::new()];
@@ -62,9 +76,21 @@ async fn audit_overhead_benchmark() {
         let m = usize::from(!on);
         let started = Instant::now();
         for i in 0..sync_requests {
-            let reply = call_with(&h, Method::POST, "/v1/moderations", &h.key, &[],
-                Some(json!({"input": format!("request {i} of round {round}: you are so kind")}))).await;
-            assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+            let reply = call_with(
+                &h,
+                Method::POST,
+                "/v1/moderations",
+                &h.key,
+                &[],
+                Some(json!({"input": format!("request {i} of round {round}: you are so kind")})),
+            )
+            .await;
+            assert_eq!(
+                reply.status,
+                200,
+                "{}",
+                String::from_utf8_lossy(&reply.body)
+            );
         }
         sync[m].push(started.elapsed().as_secs_f64() * 1000.0 / sync_requests as f64);
         let started = Instant::now();

@@ -15,6 +15,9 @@ use gatehouse_common::{
 
 use crate::support::{Harness, new_tenant, new_user};
 
+/// Where a chain must break and why (`None`: intact).
+type Expected = Option<(i64, &'static [&'static str])>;
+
 /// `n` records of `tenant`, written as the owner.
 async fn records(h: &Harness, tenant: TenantId, n: i64) {
     sqlx::query(
@@ -63,7 +66,9 @@ async fn concurrent_writers_on_several_replicas_get_gapless_numbers() {
             replica_b.clone()
         };
         tasks.push(tokio::spawn(async move {
-            let mut tx = db::begin(&pool, Scope::Tenant(tenant)).await.expect("begin");
+            let mut tx = db::begin(&pool, Scope::Tenant(tenant))
+                .await
+                .expect("begin");
             audit::insert(
                 &mut tx,
                 audit::Record::new(Some(tenant), "key_concurrent", Action::KeyChanged),
@@ -107,15 +112,23 @@ async fn checkpoints_are_signed_and_every_tampering_is_detected() {
         let token = h.login(Some(kind), "admin").await;
         tenants.push((kind, tenant, token));
     }
-    let written = checkpoints::checkpoint_heads(&h.state.pool, &h.state.audit.signer, h.state.clock.now())
-        .await
-        .expect("checkpoints");
+    let written =
+        checkpoints::checkpoint_heads(&h.state.pool, &h.state.audit.signer, h.state.clock.now())
+            .await
+            .expect("checkpoints");
     assert!(written.unwrap_or(0) >= kinds.len() as u64);
 
     // Checkpoints verify with any Ed25519 library: the signed message and key are given.
     let (_, _, token) = &tenants[0];
-    let reply = h.call(Method::GET, "/v1/audit/checkpoints", Some(token), None).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let reply = h
+        .call(Method::GET, "/v1/audit/checkpoints", Some(token), None)
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     let list = reply.json();
     let cp = &list["data"][0];
     let public: [u8; 32] = STANDARD
@@ -123,21 +136,39 @@ async fn checkpoints_are_signed_and_every_tampering_is_detected() {
         .expect("b64")
         .try_into()
         .expect("32 bytes");
-    let sig = STANDARD.decode(cp["signature"].as_str().expect("sig")).expect("b64");
+    let sig = STANDARD
+        .decode(cp["signature"].as_str().expect("sig"))
+        .expect("b64");
     let message = cp["message"].as_str().expect("message");
     VerifyingKey::from_bytes(&public)
         .expect("key")
-        .verify(message.as_bytes(), &Signature::from_slice(&sig).expect("sig"))
+        .verify(
+            message.as_bytes(),
+            &Signature::from_slice(&sig).expect("sig"),
+        )
         .expect("the checkpoint's signature verifies");
-    assert!(message.contains(&format!("head: {}", cp["head_hash"].as_str().expect("hash"))));
+    assert!(message.contains(&format!(
+        "head: {}",
+        cp["head_hash"].as_str().expect("hash")
+    )));
 
     // Records after the checkpoint, so that only the tail one goes past it.
     for (_, tenant, _) in &tenants {
         records(&h, *tenant, 2).await;
     }
     let find = |kind: &str| tenants.iter().find(|t| t.0 == kind).expect("tenant").1;
-    owner(&h, "UPDATE audit_events SET details = '{\"i\": 99}' WHERE tenant_id = $T AND seq = 3", find("edit")).await;
-    owner(&h, "DELETE FROM audit_events WHERE tenant_id = $T AND seq = 2", find("delete")).await;
+    owner(
+        &h,
+        "UPDATE audit_events SET details = '{\"i\": 99}' WHERE tenant_id = $T AND seq = 3",
+        find("edit"),
+    )
+    .await;
+    owner(
+        &h,
+        "DELETE FROM audit_events WHERE tenant_id = $T AND seq = 2",
+        find("delete"),
+    )
+    .await;
     owner(
         &h,
         "UPDATE audit_events SET seq = -1 WHERE tenant_id = $T AND seq = 2; \
@@ -149,7 +180,12 @@ async fn checkpoints_are_signed_and_every_tampering_is_detected() {
     // Each chain: 1 tenant.created, 2 key.created, 3 user.created, 4–8 the records, 9
     // login.succeeded (the checkpoint), 10–11 after it. Deleting from record 5 on leaves a
     // shorter, internally valid chain.
-    owner(&h, "DELETE FROM audit_events WHERE tenant_id = $T AND seq >= 5", find("tail")).await;
+    owner(
+        &h,
+        "DELETE FROM audit_events WHERE tenant_id = $T AND seq >= 5",
+        find("tail"),
+    )
+    .await;
     // Edit record 2 and recompute every hash after it, heads included: only a checkpoint
     // the tenant holds can tell.
     owner(
@@ -168,11 +204,14 @@ async fn checkpoints_are_signed_and_every_tampering_is_detected() {
     )
     .await;
 
-    let expect: &[(&str, Option<(i64, &[&str])>)] = &[
+    let expect: &[(&str, Expected)] = &[
         ("intact", None),
         ("edit", Some((3, &["hash_mismatch"]))),
         ("delete", Some((2, &["gap"]))),
-        ("reorder", Some((2, &["prev_hash_mismatch", "hash_mismatch"]))),
+        (
+            "reorder",
+            Some((2, &["prev_hash_mismatch", "hash_mismatch"])),
+        ),
         ("tail", Some((5, &["truncated"]))),
         ("rewrite", Some((9, &["checkpoint_mismatch"]))),
     ];
@@ -194,7 +233,12 @@ async fn checkpoints_are_signed_and_every_tampering_is_detected() {
             .env("GATEHOUSE_DATABASE_URL", &h.env.config.database_url)
             .output()
             .expect("run the CLI");
-        assert_eq!(out.status.success(), want.is_none(), "{kind}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.success(),
+            want.is_none(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let printed: serde_json::Value =
             serde_json::from_slice(out.stdout.trim_ascii()).expect("one JSON object");
         assert_eq!(printed["chains"][0]["broken"], report["broken"], "{kind}");

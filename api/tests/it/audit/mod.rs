@@ -46,7 +46,14 @@ pub async fn call_with(
 
 /// `GET /v1/audit/verify` as `bearer` (asserting 200).
 pub async fn verify(h: &Harness, bearer: &str) -> Value {
-    let reply = h.call(Method::GET, "/v1/audit/verify", Some(bearer), None).await;
-    assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+    let reply = h
+        .call(Method::GET, "/v1/audit/verify", Some(bearer), None)
+        .await;
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
     reply.json()
 }

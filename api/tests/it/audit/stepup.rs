@@ -72,14 +72,22 @@ struct Op {
 }
 
 fn assert_reauth(reply: &Reply, what: &str) {
-    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}: {}", String::from_utf8_lossy(&reply.body));
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "{what}: {}",
+        String::from_utf8_lossy(&reply.body)
+    );
     assert_eq!(reply.json()["code"], "reauthentication_required", "{what}");
     let challenge = reply
         .headers
         .get("www-authenticate")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    assert!(challenge.contains("insufficient_user_authentication"), "{what}: {challenge}");
+    assert!(
+        challenge.contains("insufficient_user_authentication"),
+        "{what}: {challenge}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,12 +97,42 @@ async fn each_sensitive_operation_needs_a_fresh_login_or_the_password() {
     new_user(&h.state, Some(acme), "alice", Role::Admin).await;
     new_user(&h.state, None, "root", Role::Superadmin).await;
     let ops = [
-        Op { name: "delete user", operator: false, method: Method::DELETE, body: None },
-        Op { name: "change role", operator: false, method: Method::PATCH, body: Some(json!({"role": "guest"})) },
-        Op { name: "revoke key", operator: false, method: Method::DELETE, body: None },
-        Op { name: "disable tenant", operator: true, method: Method::PATCH, body: Some(json!({"enabled": false})) },
-        Op { name: "export audit", operator: false, method: Method::GET, body: None },
-        Op { name: "read webhook secret", operator: false, method: Method::GET, body: None },
+        Op {
+            name: "delete user",
+            operator: false,
+            method: Method::DELETE,
+            body: None,
+        },
+        Op {
+            name: "change role",
+            operator: false,
+            method: Method::PATCH,
+            body: Some(json!({"role": "guest"})),
+        },
+        Op {
+            name: "revoke key",
+            operator: false,
+            method: Method::DELETE,
+            body: None,
+        },
+        Op {
+            name: "disable tenant",
+            operator: true,
+            method: Method::PATCH,
+            body: Some(json!({"enabled": false})),
+        },
+        Op {
+            name: "export audit",
+            operator: false,
+            method: Method::GET,
+            body: None,
+        },
+        Op {
+            name: "read webhook secret",
+            operator: false,
+            method: Method::GET,
+            body: None,
+        },
     ];
     // Fresh logins pass.
     let admin = h.login(Some("acme"), "alice").await;
@@ -103,20 +141,50 @@ async fn each_sensitive_operation_needs_a_fresh_login_or_the_password() {
         let bearer = if op.operator { &operator } else { &admin };
         let uri = target(&h, acme, op, i).await;
         let reply = call_with(&h, op.method.clone(), &uri, bearer, &[], op.body.clone()).await;
-        assert!(reply.status.is_success(), "{} fresh: {} {}", op.name, reply.status, String::from_utf8_lossy(&reply.body));
+        assert!(
+            reply.status.is_success(),
+            "{} fresh: {} {}",
+            op.name,
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
     }
 
     // Six minutes later the same tokens (still valid) are not fresh enough.
-    h.state.clock.set(chrono::Utc::now() + chrono::Duration::minutes(6));
+    h.state
+        .clock
+        .set(chrono::Utc::now() + chrono::Duration::minutes(6));
     for (i, op) in ops.iter().enumerate() {
         let bearer = if op.operator { &operator } else { &admin };
         let uri = target(&h, acme, op, 100 + i).await;
         let stale = call_with(&h, op.method.clone(), &uri, bearer, &[], op.body.clone()).await;
         assert_reauth(&stale, op.name);
-        let wrong = call_with(&h, op.method.clone(), &uri, bearer, &[(HEADER, "not the password")], op.body.clone()).await;
+        let wrong = call_with(
+            &h,
+            op.method.clone(),
+            &uri,
+            bearer,
+            &[(HEADER, "not the password")],
+            op.body.clone(),
+        )
+        .await;
         assert_reauth(&wrong, op.name);
-        let confirmed = call_with(&h, op.method.clone(), &uri, bearer, &[(HEADER, PASSWORD)], op.body.clone()).await;
-        assert!(confirmed.status.is_success(), "{} with the password: {} {}", op.name, confirmed.status, String::from_utf8_lossy(&confirmed.body));
+        let confirmed = call_with(
+            &h,
+            op.method.clone(),
+            &uri,
+            bearer,
+            &[(HEADER, PASSWORD)],
+            op.body.clone(),
+        )
+        .await;
+        assert!(
+            confirmed.status.is_success(),
+            "{} with the password: {} {}",
+            op.name,
+            confirmed.status,
+            String::from_utf8_lossy(&confirmed.body)
+        );
     }
     // The refusals are in the audit trail (denied, 401), the password never is.
     let refused = h
@@ -129,7 +197,15 @@ async fn each_sensitive_operation_needs_a_fresh_login_or_the_password() {
     assert_eq!(leaked, 0);
     // A changed role that is not a role change (enabling) needs no step-up.
     let id = new_user(&h.state, Some(acme), "enable-me", Role::Reviewer).await;
-    let reply = call_with(&h, Method::PATCH, &format!("/v1/users/{id}"), &admin, &[], Some(json!({"enabled": true}))).await;
+    let reply = call_with(
+        &h,
+        Method::PATCH,
+        &format!("/v1/users/{id}"),
+        &admin,
+        &[],
+        Some(json!({"enabled": true})),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK);
     h.teardown().await;
 }
