@@ -5,8 +5,8 @@
 # `audit::bench::audit_overhead_benchmark` in api/tests/it/audit/bench.rs explains how
 # "without" is obtained). Writes loadtest/results/audit.json.
 #
-#   bash loadtest/audit.sh                      # 3 rounds per mode, 200 sync requests, 10,000 items
-#   AUDIT_BENCH_ROUNDS=5 bash loadtest/audit.sh
+#   bash loadtest/audit.sh     # 5 pairs: 40 sync requests and one 10,000-item job per mode
+#   AUDIT_BENCH_PAIRS=8 AUDIT_BENCH_SYNC_BLOCK=50 bash loadtest/audit.sh
 #
 # Budget (issue 14): auditing adds at most 5% to both (ratio with/without ≤ 1.05).
 set -euo pipefail

@@ -38,7 +38,7 @@ impl ActorKind {
 
     /// The kind an actor name implies when no request says otherwise.
     pub fn of_actor(actor: &str) -> Self {
-        if actor.starts_with("usr_") {
+        if actor.starts_with("usr_") || actor.starts_with("login:") {
             ActorKind::User
         } else if actor.starts_with("key_") {
             ActorKind::ApiKey
@@ -135,6 +135,7 @@ mod tests {
     #[test]
     fn actor_kinds_follow_the_id_prefix() {
         assert_eq!(ActorKind::of_actor("usr_1"), ActorKind::User);
+        assert_eq!(ActorKind::of_actor("login:alice"), ActorKind::User);
         assert_eq!(ActorKind::of_actor("key_1"), ActorKind::ApiKey);
         assert_eq!(ActorKind::of_actor("system:retention"), ActorKind::System);
     }

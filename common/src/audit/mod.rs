@@ -299,6 +299,9 @@ mod tests {
         documented.sort_unstable();
         let mut actual: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
         actual.sort_unstable();
-        assert_eq!(documented, actual, "docs/AUDIT.md `## Actions` vs Action::ALL");
+        assert_eq!(
+            documented, actual,
+            "docs/AUDIT.md `## Actions` vs Action::ALL"
+        );
     }
 }
