@@ -102,3 +102,7 @@ console-screenshots: services models ## Run the console's browser suite and refr
 bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, release) vs Python onnxruntime
 	$(CARGO) bench -p gatehouse-worker --bench translate
 	PY="$$(bash scripts/python-env.sh | tail -n 1)" && "$$PY" loadtest/translate.py --bench
+
+.PHONY: loadtest-audit
+loadtest-audit: ## Audit trail cost: sync moderation and a 10,000-item job, with vs without auditing
+	bash loadtest/audit.sh

@@ -10,7 +10,10 @@
 use std::{net::IpAddr, sync::Arc};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
-use gatehouse_common::types::{KeyId, Role, TenantId, UserId};
+use gatehouse_common::{
+    audit::{ActorKind, context},
+    types::{KeyId, Role, TenantId, UserId},
+};
 use ipnet::IpNet;
 
 use crate::{
@@ -58,6 +61,10 @@ pub struct Principal {
     pub limits: Arc<ratelimit::Limits>,
     /// Where this request's rate-limit standings go (its response headers).
     pub slot: Option<ratelimit::Slot>,
+    /// The token's `auth_time` (login tokens only): see `identity::stepup`.
+    pub auth_time: Option<i64>,
+    /// The password re-entered in the `Gatehouse-Confirm-Password` header, if sent.
+    pub confirm_password: Option<crate::identity::stepup::ConfirmPassword>,
 }
 
 impl Principal {
@@ -90,6 +97,15 @@ impl Principal {
 
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Who this principal is, by kind, for the audit trail.
+    pub fn actor_kind(&self) -> ActorKind {
+        match (self.subject, self.role) {
+            (Subject::Key(_), _) => ActorKind::ApiKey,
+            (Subject::User(_), Role::Superadmin) => ActorKind::Operator,
+            (Subject::User(_), _) => ActorKind::User,
+        }
     }
 }
 
@@ -143,8 +159,16 @@ impl FromRequestParts<AppState> for Principal {
                 tracing::debug!(%error, "token rejected");
                 invalid()
             })?;
-            from_claims(state, &claims, client_ip).await?
+            let (mut principal, allowlist) = from_claims(state, &claims, client_ip).await?;
+            principal.auth_time = claims.auth_time;
+            (principal, allowlist)
         };
+        principal.confirm_password = crate::identity::stepup::ConfirmPassword::from_headers(parts);
+        context::update(|c| {
+            c.actor = Some(principal.actor());
+            c.actor_kind = Some(principal.actor_kind());
+            c.tenant = principal.tenant_id;
+        });
         if !network::allowed(client_ip, &allowlist) {
             metrics::counter!("gatehouse_api_ip_denied_total").increment(1);
             return Err(ApiError::Forbidden {
@@ -199,6 +223,8 @@ fn from_key(
             client_ip,
             limits: Arc::new(limits),
             slot: None,
+            auth_time: None,
+            confirm_password: None,
         },
         key.ip_allowlist,
     )
@@ -252,6 +278,8 @@ async fn from_claims(
             client_ip,
             limits: Arc::new(limits),
             slot: None,
+            auth_time: None,
+            confirm_password: None,
         },
         user.ip_allowlist,
     ))

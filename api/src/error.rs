@@ -43,6 +43,12 @@ pub enum ApiError {
         /// A credential was presented but is not valid (`error="invalid_token"`).
         invalid_token: bool,
     },
+    /// A sensitive operation without a fresh authentication (`identity::stepup`).
+    #[error(
+        "this operation needs a fresh authentication: log in again (within 5 minutes) or \
+         re-enter your password in the `Gatehouse-Confirm-Password` header"
+    )]
+    ReauthenticationRequired,
     #[error("{detail}")]
     Forbidden { detail: String },
     #[error("not found")]
@@ -136,7 +142,9 @@ impl ApiError {
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized { .. } | ApiError::ReauthenticationRequired => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -166,6 +174,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType { .. } => "unsupported_media_type",
             ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::ReauthenticationRequired => "reauthentication_required",
             ApiError::NotFound => "not_found",
             ApiError::InvalidLines { .. } => "invalid_lines",
             ApiError::RequestTimeout => "request_timeout",
@@ -285,6 +294,15 @@ impl IntoResponse for ApiError {
                 response.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),
+                );
+            }
+            // RFC 9470 (OAuth 2.0 step-up authentication).
+            ApiError::ReauthenticationRequired => {
+                response.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        r#"Bearer error="insufficient_user_authentication", max_age="300""#,
+                    ),
                 );
             }
             ApiError::TooManyRequests {

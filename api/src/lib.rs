@@ -1,6 +1,7 @@
 //! The Gatehouse api: a thin ingress that authenticates tenants, validates submissions,
 //! stores them durably with their outbox messages, and serves status and results.
 
+pub mod audit;
 pub mod auth;
 pub mod background;
 pub mod capacity;
@@ -49,6 +50,7 @@ pub fn app(state: AppState) -> Router {
     let router = routes::router(state.config.limits.max_file_bytes)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(network::layer((*state.trusted_proxies).clone()));
     let router = match cors {

@@ -69,10 +69,11 @@ pub const USERS_MANAGE: Rule = Rule {
     roles: &[Admin],
     api_key_only: false,
 };
-/// The tenant's audit records.
+/// The audit trail (records, export, checkpoints, verification): tenant admins their
+/// tenant's, operators any tenant's (`?tenant=`). The export also needs step-up.
 pub const AUDIT_READ: Rule = Rule {
     name: "audit.read",
-    roles: &[Admin],
+    roles: &[Superadmin, Admin],
     api_key_only: false,
 };
 /// The tenant's own settings (name, IP allowlist).
@@ -166,6 +167,9 @@ pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("PATCH", "/v1/users/{id}", &USERS_MANAGE),
     ("DELETE", "/v1/users/{id}", &USERS_MANAGE),
     ("GET", "/v1/audit", &AUDIT_READ),
+    ("GET", "/v1/audit/export", &AUDIT_READ),
+    ("GET", "/v1/audit/checkpoints", &AUDIT_READ),
+    ("GET", "/v1/audit/verify", &AUDIT_READ),
     ("GET", "/v1/moderation/policy", &MODERATION_POLICY_READ),
     (
         "GET",

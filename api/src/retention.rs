@@ -18,6 +18,8 @@ pub struct Purger {
     clock: Clock,
     interval: Duration,
     default_days: i32,
+    audit: std::sync::Arc<crate::audit::Audit>,
+    audit_days: i32,
 }
 
 impl Purger {
@@ -27,6 +29,8 @@ impl Purger {
             clock: state.clock.clone(),
             interval: state.config.capacity.purge_interval,
             default_days: state.config.capacity.default_retention_days,
+            audit: state.audit.clone(),
+            audit_days: state.config.audit.retention_days,
         }
     }
 
@@ -63,6 +67,20 @@ impl Purger {
         Ok(total)
     }
 
+    /// Purges the audit records past every tenant's audit retention (each purge anchored by
+    /// a signed checkpoint, see `crate::audit::retention`).
+    pub async fn purge_audit_now(
+        &self,
+    ) -> Result<Vec<crate::audit::retention::AuditPurged>, crate::audit::signing::SignError> {
+        crate::audit::retention::purge_expired(
+            &self.pool,
+            &self.audit.signer,
+            self.clock.now(),
+            self.audit_days,
+        )
+        .await
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             tokio::select! {
@@ -74,6 +92,9 @@ impl Purger {
                     error = %gatehouse_common::db::error_class(&error),
                     "retention purge failed; will retry"
                 );
+            }
+            if let Err(error) = self.purge_audit_now().await {
+                tracing::warn!(%error, "audit retention purge failed; will retry");
             }
         }
     }

@@ -36,6 +36,8 @@ pub struct AppState {
     /// Wakes the dispatcher (a bulk job was accepted).
     pub dispatch_notify: Arc<Notify>,
     pub rate_limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// The audit trail's denial limiter and checkpoint signer.
+    pub audit: Arc<crate::audit::Audit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,7 @@ impl AppState {
             config.capacity.max_sync_waiters,
         ));
         let rate_limiter = Arc::new(crate::ratelimit::RateLimiter::new(&config.rate_limits));
+        let audit = crate::audit::shared(&pool, &config.audit);
         Ok(Self {
             pool,
             config: Arc::new(config),
@@ -89,6 +92,7 @@ impl AppState {
             sync_waiters,
             dispatch_notify,
             rate_limiter,
+            audit,
         })
     }
 }

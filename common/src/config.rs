@@ -384,6 +384,7 @@ pub struct Config {
     /// `GATEHOUSE_CONSOLE_DIR`: the built web console (`scripts/build-console.sh`), served at
     /// `/console`.
     pub console_dir: PathBuf,
+    pub audit: AuditConfig,
 }
 
 impl Config {
@@ -578,6 +579,7 @@ impl Config {
             },
             webhooks: WebhookConfig::from_env(&env)?,
             console_dir: env.get("GATEHOUSE_CONSOLE_DIR", PathBuf::from("console/dist"))?,
+            audit: AuditConfig::from_env(&env)?,
         };
         if cfg.identity.jwt_ttl > Duration::from_secs(24 * 3600) {
             return Err(ConfigError {
@@ -628,6 +630,44 @@ impl std::fmt::Debug for IdentityConfig {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
+    }
+}
+
+/// The audit trail (`api::audit`, `docs/AUDIT.md`).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// `GATEHOUSE_AUDIT_RETENTION_DAYS`: how long audit records are kept when the tenant sets
+    /// nothing (default and minimum 90).
+    pub retention_days: i32,
+    /// `GATEHOUSE_AUDIT_CHECKPOINT_INTERVAL_SECS`: how often each chain's head is signed.
+    pub checkpoint_interval: Duration,
+    /// `GATEHOUSE_AUDIT_DENIED_PER_MINUTE`: denied or failed requests recorded per client
+    /// address per minute and replica (the rest are counted, not stored).
+    pub denied_per_minute: u32,
+    /// `GATEHOUSE_KEY_ROTATION_REMINDER_DAYS`: keys older than this are `rotation_due`.
+    pub key_rotation_reminder_days: i64,
+}
+
+/// The shortest audit retention anyone may configure, in days.
+pub const MIN_AUDIT_RETENTION_DAYS: i32 = 90;
+
+impl AuditConfig {
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let retention_days = env.positive("GATEHOUSE_AUDIT_RETENTION_DAYS", 90)?;
+        if !(MIN_AUDIT_RETENTION_DAYS..=36_500).contains(&retention_days) {
+            return Err(ConfigError {
+                var: "GATEHOUSE_AUDIT_RETENTION_DAYS",
+                message: format!("must be between {MIN_AUDIT_RETENTION_DAYS} and 36500"),
+            });
+        }
+        Ok(Self {
+            retention_days,
+            checkpoint_interval: Duration::from_secs(
+                env.positive("GATEHOUSE_AUDIT_CHECKPOINT_INTERVAL_SECS", 3600)?,
+            ),
+            denied_per_minute: env.positive("GATEHOUSE_AUDIT_DENIED_PER_MINUTE", 60)?,
+            key_rotation_reminder_days: env.positive("GATEHOUSE_KEY_ROTATION_REMINDER_DAYS", 30)?,
+        })
     }
 }
 

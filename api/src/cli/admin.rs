@@ -9,7 +9,8 @@ use gatehouse_common::{
 };
 
 use super::{
-    AdminCommand, KeyCommand, OperatorCommand, SigningKeyCommand, TenantCommand, UserCommand,
+    AdminCommand, AuditCommand, KeyCommand, OperatorCommand, SigningKeyCommand, TenantCommand,
+    UserCommand,
 };
 use crate::{
     identity::{jwt::TokenService, password},
@@ -123,6 +124,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
                 rate_limits: (!rates.is_empty()).then_some(serde_json::Value::Object(rates)),
                 weight,
                 retention_days,
+                audit_retention_days: None,
             };
             let scope = gatehouse_common::db::Scope::Platform;
             serde_json::to_value(
@@ -205,6 +207,25 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
         } => {
             let tokens = TokenService::new(pool.clone(), &config.identity).await?;
             serde_json::json!({ "kid": tokens.rotate().await? })
+        }
+        AdminCommand::Audit {
+            command: AuditCommand::Verify { tenant },
+        } => {
+            let chains = match tenant {
+                Some(raw) => vec![Some(tenant_arg(&pool, &raw).await?)],
+                None => crate::audit::chain::chains(&pool).await?,
+            };
+            let mut reports = Vec::with_capacity(chains.len());
+            for chain in chains {
+                reports.push(crate::audit::chain::verify(&pool, chain).await?);
+            }
+            let ok = reports.iter().all(|r| r.ok);
+            let output = serde_json::json!({ "ok": ok, "chains": reports });
+            if !ok {
+                println!("{}", serde_json::to_string(&output)?);
+                bail!("the audit chain is broken (see `broken` above)");
+            }
+            output
         }
     };
     println!("{}", serde_json::to_string(&output)?);

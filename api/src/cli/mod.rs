@@ -69,6 +69,22 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain of one tenant (or of every chain, the platform's included) and
+    /// report the first broken record; exits non-zero when one is broken.
+    Verify {
+        /// `ten_…`; omitted: every chain.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

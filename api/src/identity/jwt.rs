@@ -42,6 +42,10 @@ pub struct Claims {
     pub nbf: i64,
     pub exp: i64,
     pub jti: String,
+    /// When the user last proved who they are (OIDC's `auth_time`, Unix seconds): set by
+    /// `POST /v1/auth/login`, absent on key tokens. Step-up operations need it recent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 impl Claims {
@@ -178,6 +182,20 @@ impl TokenService {
         role: &str,
         scopes: &[String],
     ) -> Result<IssuedToken, TokenError> {
+        self.issue_authenticated(subject, tenant, role, scopes, None)
+            .await
+    }
+
+    /// [`TokenService::issue`] with an `auth_time` claim (a login: the user just proved who
+    /// they are).
+    pub async fn issue_authenticated(
+        &self,
+        subject: &str,
+        tenant: Option<TenantId>,
+        role: &str,
+        scopes: &[String],
+        auth_time: Option<i64>,
+    ) -> Result<IssuedToken, TokenError> {
         if subject.is_empty() || role.is_empty() {
             return Err(TokenError::Internal(
                 "a token needs a subject and a role".into(),
@@ -223,6 +241,7 @@ impl TokenService {
             nbf: now,
             exp: now + ttl_i64,
             jti: uuid::Uuid::now_v7().to_string(),
+            auth_time,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(signer.kid.clone());

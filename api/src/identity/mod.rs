@@ -5,4 +5,5 @@
 pub mod jwt;
 pub mod password;
 mod signing_keys;
+pub mod stepup;
 pub mod throttle;

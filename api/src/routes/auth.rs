@@ -135,11 +135,12 @@ async fn login(
     };
     let issued = state
         .tokens
-        .issue(
+        .issue_authenticated(
             &user.id.to_string(),
             user.tenant_id,
             user.role.as_str(),
             &scopes,
+            Some(state.clock.now().timestamp()),
         )
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;

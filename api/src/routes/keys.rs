@@ -111,11 +111,20 @@ async fn create(
     Ok((StatusCode::CREATED, Json(with_secret(&key, token))))
 }
 
+/// A key as `GET /v1/keys` lists it: `rotation_due` when its secret is older than
+/// `GATEHOUSE_KEY_ROTATION_REMINDER_DAYS`.
+#[derive(serde::Serialize)]
+struct ListedKey {
+    #[serde(flatten)]
+    key: ApiKey,
+    rotation_due: bool,
+}
+
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
     ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Page<ApiKey>>, ApiError> {
+) -> Result<Json<Page<ListedKey>>, ApiError> {
     principal.require(&policy::KEYS_MANAGE)?;
     let limit = page.limit()?;
     let keys = keys::list(
@@ -125,7 +134,16 @@ async fn list(
         limit,
     )
     .await?;
-    Ok(Json(Page::new(keys, limit, |k| k.key_id.to_string())))
+    let now = state.clock.now();
+    let days = state.config.audit.key_rotation_reminder_days;
+    let keys = keys
+        .into_iter()
+        .map(|key| ListedKey {
+            rotation_due: crate::store::key_rotation::due(&key, now, days),
+            key,
+        })
+        .collect();
+    Ok(Json(Page::new(keys, limit, |k| k.key.key_id.to_string())))
 }
 
 async fn rotate(
@@ -161,6 +179,7 @@ async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
     principal.require(&policy::KEYS_MANAGE)?;
+    principal.require_fresh_auth(&state, "key.revoke").await?;
     let key_id: KeyId = id.parse().map_err(|_| ApiError::NotFound)?;
     keys::revoke(
         &state.pool,

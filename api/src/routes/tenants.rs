@@ -244,6 +244,23 @@ struct UpdateTenant {
     /// Days job texts and results are kept, 1–3650 (default `GATEHOUSE_DEFAULT_RETENTION_DAYS`).
     #[serde(default)]
     retention_days: Option<i32>,
+    /// Days audit records are kept, 90–36500 (default `GATEHOUSE_AUDIT_RETENTION_DAYS`);
+    /// operators only.
+    #[serde(default)]
+    audit_retention_days: Option<i32>,
+}
+
+/// Audit retention is never below 90 days.
+fn check_audit_retention(days: Option<i32>) -> Result<(), ApiError> {
+    let min = gatehouse_common::config::MIN_AUDIT_RETENTION_DAYS;
+    match days {
+        Some(d) if !(min..=36_500).contains(&d) => Err(ApiError::invalid(
+            "invalid_audit_retention",
+            "audit_retention_days",
+            format!("audit_retention_days must be between {min} and 36500"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 async fn update(
@@ -280,6 +297,12 @@ async fn update(
         ));
     }
     check_retention(body.retention_days)?;
+    check_audit_retention(body.audit_retention_days)?;
+    if body.enabled == Some(false) {
+        principal
+            .require_fresh_auth(&state, "tenant.disable")
+            .await?;
+    }
     let changes = TenantChanges {
         name: body.name.map(Line::into_inner),
         enabled: body.enabled,
@@ -296,6 +319,7 @@ async fn update(
             .map(|r| serde_json::to_value(r).unwrap_or_default()),
         weight: body.weight,
         retention_days: body.retention_days,
+        audit_retention_days: body.audit_retention_days,
     };
     tenants::update(
         &state.pool,

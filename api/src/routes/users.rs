@@ -149,6 +149,9 @@ async fn update(
             detail: "you cannot raise your own role".into(),
         });
     }
+    if role.is_some() {
+        principal.require_fresh_auth(&state, "user.role").await?;
+    }
     let password_hash = match body.password {
         Some(p) => Some(hashed("password", p).await?),
         None => None,
@@ -180,6 +183,7 @@ async fn remove(
 ) -> Result<StatusCode, ApiError> {
     principal.require(&policy::USERS_MANAGE)?;
     let tenant = principal.tenant()?;
+    principal.require_fresh_auth(&state, "user.delete").await?;
     let id: UserId = id.parse().map_err(|_| ApiError::NotFound)?;
     let actor = principal.actor();
     if users::delete(

@@ -366,6 +366,10 @@ async fn secret(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     principal.require(&policy::WEBHOOK_SECRET_READ)?;
+    principal.tenant()?;
+    principal
+        .require_fresh_auth(&state, "webhook.secret_read")
+        .await?;
     let (name, client_ip) = actor(&principal);
     let secret = store::secret(
         &state.pool,

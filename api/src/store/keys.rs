@@ -220,8 +220,23 @@ pub async fn rotate(
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(stored) = seen {
-                tx.commit().await?;
                 let same: bool = secret_sha256.as_slice().ct_eq(stored.as_slice()).into();
+                if same {
+                    super::audit::record(
+                        &mut tx,
+                        super::audit::Event {
+                            tenant: Some(tenant),
+                            actor,
+                            action: Action::KeyRotated,
+                            client_ip,
+                            details: serde_json::json!({
+                                "key_id": key_id.to_string(), "idempotent_replay": true,
+                            }),
+                        },
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
                 // A different derivation secret (misconfigured replicas) cannot replay.
                 return Ok(same.then(|| (current, token(key_id, &secret))));
             }
@@ -247,7 +262,8 @@ pub async fn rotate(
             previous_secret_sha256 = secret_sha256,
             previous_valid_until = now() + make_interval(secs => $3),
             secret_sha256 = $4,
-            rotated_at = now()
+            rotated_at = now(),
+            rotation_reminded_at = NULL
         WHERE tenant_id = $1 AND key_id = $2
         RETURNING key_id AS "key_id: KeyId", tenant_id AS "tenant_id: TenantId", name, scopes,
                   created_by, created_at, expires_at, last_used_at, rotated_at, revoked_at, rate_limits

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod files;
 pub mod jobs;
+pub mod key_rotation;
 pub mod keys;
 pub mod moderation_policies;
 pub mod results;

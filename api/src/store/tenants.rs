@@ -27,6 +27,8 @@ pub struct Tenant {
     pub weight: i32,
     /// Days a job's texts and results are kept (`null`: `GATEHOUSE_DEFAULT_RETENTION_DAYS`).
     pub retention_days: Option<i32>,
+    /// Days audit records are kept (`null`: `GATEHOUSE_AUDIT_RETENTION_DAYS`; never below 90).
+    pub audit_retention_days: Option<i32>,
 }
 
 /// `Acme Corp.` → `acme-corp`: lowercase ASCII letters and digits joined by single dashes.
@@ -69,7 +71,8 @@ pub async fn create(
         INSERT INTO tenants (tenant_id, name, slug, scopes, ip_allowlist)
         VALUES ($1, $2, $3, coalesce($4, '{moderate}'::text[]), $5)
         RETURNING tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-                  created_at, updated_at, quotas, rate_limits, weight, retention_days
+                  created_at, updated_at, quotas, rate_limits, weight, retention_days,
+               audit_retention_days
         "#,
         TenantId::new().0,
         name,
@@ -108,7 +111,8 @@ pub async fn list(
         Tenant,
         r#"
         SELECT tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-               created_at, updated_at, quotas, rate_limits, weight, retention_days
+               created_at, updated_at, quotas, rate_limits, weight, retention_days,
+               audit_retention_days
         FROM tenants WHERE ($1::uuid IS NULL OR tenant_id > $1) ORDER BY tenant_id LIMIT $2
         "#,
         after.map(|t| t.0),
@@ -127,7 +131,8 @@ pub async fn get(pool: &PgPool, id: TenantId) -> Result<Option<Tenant>, sqlx::Er
         Tenant,
         r#"
         SELECT tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-               created_at, updated_at, quotas, rate_limits, weight, retention_days
+               created_at, updated_at, quotas, rate_limits, weight, retention_days,
+               audit_retention_days
         FROM tenants WHERE tenant_id = $1
         "#,
         id.0,
@@ -157,6 +162,8 @@ pub struct TenantChanges {
     pub weight: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_retention_days: Option<i32>,
 }
 
 /// Applies `changes`; keys keep only the scopes the tenant still grants (checked at use).
@@ -183,10 +190,12 @@ pub async fn update(
                                ELSE rate_limits || $7::jsonb END,
             weight = coalesce($8, weight),
             retention_days = coalesce($9, retention_days),
+            audit_retention_days = coalesce($10, audit_retention_days),
             updated_at = now()
         WHERE tenant_id = $1
         RETURNING tenant_id AS "tenant_id: TenantId", slug, name, enabled, scopes, ip_allowlist,
-                  created_at, updated_at, quotas, rate_limits, weight, retention_days
+                  created_at, updated_at, quotas, rate_limits, weight, retention_days,
+               audit_retention_days
         "#,
         id.0,
         changes.name.as_deref(),
@@ -197,6 +206,7 @@ pub async fn update(
         changes.rate_limits.clone(),
         changes.weight,
         changes.retention_days,
+        changes.audit_retention_days,
     )
     .fetch_optional(&mut *tx)
     .await?;

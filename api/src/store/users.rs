@@ -458,3 +458,31 @@ pub async fn username(
     tx.commit().await?;
     Ok(name)
 }
+
+/// What a re-entered password is checked against: the hash, and the names the login
+/// throttle counts failures under.
+pub struct Credentials {
+    pub password_hash: String,
+    pub username: String,
+    pub tenant_slug: Option<String>,
+}
+
+pub async fn credentials(pool: &PgPool, id: UserId) -> Result<Option<Credentials>, sqlx::Error> {
+    let mut tx = db::begin(pool, Scope::Platform).await?;
+    let row = sqlx::query!(
+        r#"
+        SELECT u.password_hash, u.username, t.slug AS "slug?"
+        FROM users u LEFT JOIN tenants t ON t.tenant_id = u.tenant_id
+        WHERE u.user_id = $1
+        "#,
+        id.0,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| Credentials {
+        password_hash: r.password_hash,
+        username: r.username,
+        tenant_slug: r.slug,
+    }))
+}

@@ -720,8 +720,10 @@ async fn retry_makes_a_child_job_of_the_failed_items() {
             .expect("items");
     assert_eq!(custom, ["c1", "c3"]);
     assert_eq!(
-        h.scalar("SELECT count(*) FROM audit_events WHERE action = 'job.retried'")
-            .await,
+        h.scalar(
+            "SELECT count(*) FROM audit_events WHERE action = 'job.retried' AND outcome = 'success'"
+        )
+        .await,
         1
     );
     h.teardown().await;

@@ -1,6 +1,7 @@
 //! One integration-test binary: the api app, the real worker, real Postgres, real RabbitMQ
 //! and the real ONNX model. Each test has its own database and queue prefix.
 
+mod audit;
 mod authorization;
 mod bad_input;
 mod bulk;

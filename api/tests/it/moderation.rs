@@ -363,7 +363,7 @@ async fn tenant_policies_are_versioned_and_recorded_on_results() {
     assert_eq!(reset["version"], 3);
     assert_eq!(reset["blocklist"], json!([]));
     assert_eq!(
-        h.scalar("SELECT count(*) FROM audit_events WHERE action = 'moderation_policy.changed'")
+        h.scalar("SELECT count(*) FROM audit_events WHERE action = 'moderation_policy.changed' AND outcome = 'success'")
             .await,
         3
     );

@@ -28,15 +28,18 @@ pub enum EventType {
     /// Opt-in: only endpoints that list it receive it.
     JobProgress,
     EndpointDisabled,
+    /// An API key is older than `GATEHOUSE_KEY_ROTATION_REMINDER_DAYS` (once per key secret).
+    KeyRotationDue,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 5] = [
+    pub const ALL: [EventType; 6] = [
         EventType::JobCompleted,
         EventType::JobFailed,
         EventType::JobCancelled,
         EventType::JobProgress,
         EventType::EndpointDisabled,
+        EventType::KeyRotationDue,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -46,6 +49,7 @@ impl EventType {
             EventType::JobCancelled => "job.cancelled",
             EventType::JobProgress => "job.progress",
             EventType::EndpointDisabled => "endpoint.disabled",
+            EventType::KeyRotationDue => "key.rotation_due",
         }
     }
 
@@ -119,6 +123,31 @@ pub async fn record_job_event(
     .fetch_optional(conn)
     .await?;
     Ok(inserted)
+}
+
+/// Records a tenant-wide event (no job) with `data` as the payload's `data`, in the caller's
+/// transaction, if an enabled endpoint of the tenant takes it.
+pub async fn record_tenant_event(
+    conn: &mut PgConnection,
+    tenant: crate::types::TenantId,
+    event: EventType,
+    data: serde_json::Value,
+) -> Result<Option<MessageId>, sqlx::Error> {
+    let id = MessageId::new();
+    sqlx::query_scalar!(
+        r#"
+        INSERT INTO webhook_messages (message_id, tenant_id, event_type, payload)
+        SELECT $1, $2, $3, gatehouse_webhook_payload($3, now(), $4)
+        WHERE gatehouse_webhook_wanted($2, NULL, $3)
+        RETURNING message_id AS "id: MessageId"
+        "#,
+        id.0,
+        tenant.0,
+        event.as_str(),
+        data,
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 #[cfg(test)]

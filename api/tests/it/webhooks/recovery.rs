@@ -372,7 +372,7 @@ async fn exhausted_messages_are_recovered_and_retried_on_request() {
     let got = receiver.wait_for(4, WAIT).await;
     assert_eq!(got[3].header("webhook-id"), message);
     assert_eq!(
-        h.scalar("SELECT count(*) FROM audit_events WHERE action IN ('webhook_endpoint.recovered', 'webhook_message.retried')").await,
+        h.scalar("SELECT count(*) FROM audit_events WHERE action IN ('webhook_endpoint.recovered', 'webhook_message.retried') AND outcome = 'success'").await,
         2
     );
     worker.stop().await;

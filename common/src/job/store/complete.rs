@@ -186,8 +186,10 @@ pub async fn complete(
             WHERE r.n > 0 AND j.job_id = $1 AND q.tenant_id = j.tenant_id
               AND q.day = j.quota_day AND q.kind = j.kind
         ), audit AS (
-            INSERT INTO audit_events (tenant_id, actor, action, job_id, chunk_index, outcome, details)
-            SELECT $5, $10, $11, $1, $2, $12, $13 FROM flipped
+            INSERT INTO audit_events (tenant_id, actor, action, job_id, chunk_index, outcome,
+                                      details, target_type, target_id)
+            SELECT $5, $10, $11, $1, $2, $12, $13, 'job', 'job_' || replace($1::text, '-', '')
+            FROM flipped
             ON CONFLICT DO NOTHING
         ), notified AS (
             SELECT pg_notify($14, $1::text) FROM job
