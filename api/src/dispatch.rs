@@ -41,6 +41,7 @@ pub struct Dispatcher {
     max_in_flight: i64,
     release_timeout: Duration,
     metrics_tenants: Vec<String>,
+    config: Arc<gatehouse_common::config::Config>,
     quota_defaults: gatehouse_common::job::quota::QuotaDefaults,
 }
 
@@ -65,6 +66,7 @@ impl Dispatcher {
             max_in_flight: capacity.max_in_flight_chunks,
             release_timeout: capacity.release_timeout,
             metrics_tenants: capacity.metrics_tenants.clone(),
+            config: state.config.clone(),
             quota_defaults: crate::capacity::admission(capacity).quota_defaults,
         }
     }
@@ -182,6 +184,7 @@ impl Dispatcher {
             }
         });
         let outcomes = join_all(sends).await;
+        gatehouse_common::fault::point(&self.config, gatehouse_common::fault::DISPATCH_AFTER_PUBLISH);
         let mut jobs = Vec::new();
         let mut chunks = Vec::new();
         let mut failure = None;
@@ -217,13 +220,22 @@ impl Dispatcher {
     async fn sweep(&self) {
         let swept = async {
             let mut tx = db::begin(&self.pool, Scope::Platform).await?;
+            // A claimed chunk whose last attempt is older than any retry delay plus the chunk
+            // deadline has no message left either (the broker dead-lettered it past its
+            // delivery limit, or it was purged): release it again too.
+            let delivery = &self.config.delivery;
+            let claimed_after = self.release_timeout
+                + delivery.chunk_deadline
+                + delivery.retry_delays.iter().max().copied().unwrap_or_default();
             let n = sqlx::query!(
                 r"
                 UPDATE job_chunks SET released_at = NULL
-                WHERE status = 'pending' AND attempts = 0 AND released_at < now() - $1::interval
+                WHERE status = 'pending' AND released_at < now() - $1::interval
+                  AND (attempts = 0 OR last_attempt_at < now() - $2::interval)
                 ",
                 sqlx::postgres::types::PgInterval::try_from(self.release_timeout)
                     .unwrap_or_default(),
+                sqlx::postgres::types::PgInterval::try_from(claimed_after).unwrap_or_default(),
             )
             .execute(&mut *tx)
             .await?

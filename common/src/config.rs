@@ -381,6 +381,8 @@ pub struct Config {
     pub log_filter: String,
     pub identity: IdentityConfig,
     pub webhooks: WebhookConfig,
+    /// Delivery under faults (issue 16): quorum queues, backoff, chunk deadline, tracing.
+    pub delivery: DeliveryConfig,
 }
 
 impl Config {
@@ -574,7 +576,15 @@ impl Config {
                 },
             },
             webhooks: WebhookConfig::from_env(&env)?,
+            delivery: DeliveryConfig::from_env(&env)?,
         };
+        if i64::from(cfg.delivery.queue_delivery_limit) <= i64::from(cfg.max_attempts) {
+            return Err(ConfigError {
+                var: "GATEHOUSE_QUEUE_DELIVERY_LIMIT",
+                message: "must be greater than GATEHOUSE_MAX_ATTEMPTS (the worker gives up first)"
+                    .into(),
+            });
+        }
         if cfg.identity.jwt_ttl > Duration::from_secs(24 * 3600) {
             return Err(ConfigError {
                 var: "GATEHOUSE_JWT_TTL_SECS",
@@ -624,6 +634,65 @@ impl std::fmt::Debug for IdentityConfig {
             .field("trusted_proxies", &self.trusted_proxies)
             .field("cors_origins", &self.cors_origins)
             .finish_non_exhaustive()
+    }
+}
+
+// ---- Delivery under faults (issue 16) ----
+
+/// Retry backoff, the quorum queues' delivery limit, the chunk deadline, trace export and
+/// the test-only fault injection.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// The delay queues' TTLs: `GATEHOUSE_RETRY_DELAY_MS` × 4^k for k < `GATEHOUSE_RETRY_TIERS`.
+    pub retry_delays: Vec<Duration>,
+    /// `GATEHOUSE_QUEUE_DELIVERY_LIMIT`: the work queues' `x-delivery-limit` (redeliveries of
+    /// one message — crashes, requeues — before the broker dead-letters it).
+    pub queue_delivery_limit: u32,
+    /// `GATEHOUSE_CHUNK_DEADLINE_MS`: a chunk not finished this long after its delivery is
+    /// abandoned as a transient failure (retried), well before RabbitMQ's `consumer_timeout`.
+    pub chunk_deadline: Duration,
+    /// `GATEHOUSE_OTLP_ENDPOINT`: OTLP/HTTP collector for trace export (empty: no export).
+    pub otlp_endpoint: Option<String>,
+    /// `GATEHOUSE_FAULT_INJECT`: **test-only** crash points (see `common/src/fault.rs`).
+    pub fault_inject: Vec<String>,
+}
+
+impl DeliveryConfig {
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let base: u64 = env.positive("GATEHOUSE_RETRY_DELAY_MS", 2000)?;
+        let tiers: u32 = env.positive("GATEHOUSE_RETRY_TIERS", 4)?;
+        if tiers > 8 {
+            return Err(ConfigError {
+                var: "GATEHOUSE_RETRY_TIERS",
+                message: "must be at most 8".into(),
+            });
+        }
+        let retry_delays = (0..tiers)
+            .map(|k| Duration::from_millis(base.saturating_mul(4u64.pow(k))))
+            .collect();
+        let otlp: String = env.get("GATEHOUSE_OTLP_ENDPOINT", String::new())?;
+        let fault_inject = env.list("GATEHOUSE_FAULT_INJECT")?;
+        if let Some(unknown) = fault_inject
+            .iter()
+            .find(|p| !crate::fault::POINTS.contains(&p.as_str()))
+        {
+            return Err(ConfigError {
+                var: "GATEHOUSE_FAULT_INJECT",
+                message: format!(
+                    "unknown point `{unknown}` (test-only; one of {})",
+                    crate::fault::POINTS.join(", ")
+                ),
+            });
+        }
+        Ok(Self {
+            retry_delays,
+            queue_delivery_limit: env.positive("GATEHOUSE_QUEUE_DELIVERY_LIMIT", 20)?,
+            chunk_deadline: Duration::from_millis(
+                env.positive("GATEHOUSE_CHUNK_DEADLINE_MS", 900_000)?,
+            ),
+            otlp_endpoint: Some(otlp).filter(|s| !s.is_empty()),
+            fault_inject,
+        })
     }
 }
 

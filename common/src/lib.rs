@@ -5,6 +5,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod fault;
 pub mod job;
 pub mod models;
 pub mod moderation;

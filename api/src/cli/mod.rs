@@ -69,6 +69,18 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// RabbitMQ queues.
+    Queues {
+        #[command(subcommand)]
+        command: QueuesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueuesCommand {
+    /// Move the classic queues of an older deployment to the quorum topology (stop the
+    /// workers first; idempotent, resumable). Prints what happened to each queue.
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]

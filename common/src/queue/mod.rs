@@ -3,11 +3,12 @@
 
 mod broker;
 mod message;
+pub mod migrate;
 mod topology;
 
 pub use broker::{Broker, Publisher, connect};
 pub use message::{ChunkMessage, QueueMessage, routing_key};
-pub use topology::Topology;
+pub use topology::{QueueSpec, RetryTier, Topology};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

@@ -49,6 +49,10 @@ pub enum TransientError {
     Database(sqlx::Error),
     #[error("model error")]
     Model(#[from] ModelError),
+    /// `GATEHOUSE_CHUNK_DEADLINE_MS` passed since the delivery: abandoned before RabbitMQ's
+    /// consumer timeout would close the channel (and every other delivery on it).
+    #[error("chunk deadline exceeded (GATEHOUSE_CHUNK_DEADLINE_MS)")]
+    Deadline,
 }
 
 impl From<sqlx::Error> for TransientError {
@@ -98,13 +102,55 @@ struct Processed {
     model_names: String,
 }
 
+/// A failed attempt the consumer retries, with the attempt number (0: not even claimed)
+/// that picks its backoff tier.
+#[derive(Debug, thiserror::Error)]
+#[error("attempt {attempt}: {error}")]
+pub struct Failure {
+    pub attempt: i32,
+    #[source]
+    pub error: TransientError,
+}
+
+/// What an error means for the delivery — the error's kind decides, never the call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The next attempt may succeed: retry with backoff.
+    Transient,
+    /// No attempt can succeed: fail the items with the reason, dead-letter the message.
+    Permanent,
+}
+
+impl PolicyLoadError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PolicyLoadError::Database(_) => ErrorKind::Transient,
+            PolicyLoadError::Invalid { .. } => ErrorKind::Permanent,
+        }
+    }
+}
+
 impl Pipeline {
-    pub async fn process(&self, chunk: &ChunkMessage) -> Result<Outcome, TransientError> {
+    /// Claims and processes one chunk. Work after the claim is abandoned at `deadline` (a
+    /// transient failure: retried), so no delivery outlives RabbitMQ's consumer timeout.
+    pub async fn process(
+        &self,
+        chunk: &ChunkMessage,
+        deadline: tokio::time::Instant,
+    ) -> Result<Outcome, Failure> {
         let cached = self.policies.cached_versions(chunk.tenant_id);
-        let Some(claim) = store::claim(&self.pool, chunk, &cached).await? else {
+        let claim = store::claim(&self.pool, chunk, &cached)
+            .await
+            .map_err(|e| Failure {
+                attempt: 0,
+                error: e.into(),
+            })?;
+        let Some(claim) = claim else {
             return Ok(Outcome::Duplicate);
         };
+        let attempt = claim.attempts;
         if claim.attempts > self.max_attempts {
+            // Not under the deadline: giving up must always be possible.
             let reason = format!(
                 "gave up after {} attempts{}",
                 claim.attempts - 1,
@@ -116,8 +162,22 @@ impl Pipeline {
             );
             return self
                 .give_up(chunk, &claim, ItemError::new("attempts_exhausted", reason))
-                .await;
+                .await
+                .map_err(|error| Failure { attempt, error });
         }
+        match tokio::time::timeout_at(deadline, self.run(chunk, &claim)).await {
+            Ok(result) => result.map_err(|error| Failure { attempt, error }),
+            Err(_) => {
+                metrics::counter!("gatehouse_worker_chunk_deadline_exceeded_total").increment(1);
+                Err(Failure {
+                    attempt,
+                    error: TransientError::Deadline,
+                })
+            }
+        }
+    }
+
+    async fn run(&self, chunk: &ChunkMessage, claim: &Claim) -> Result<Outcome, TransientError> {
         if claim.started_job {
             metrics::histogram!("gatehouse_queue_wait_seconds", "lane" => chunk.lane.as_str())
                 .record(claim.waited.as_secs_f64());
@@ -205,11 +265,11 @@ impl Pipeline {
                 claim.policy.clone(),
             )
             .await
-            .map_err(|e| match e {
-                PolicyLoadError::Database(e) => Step::Transient(e.into()),
-                invalid @ PolicyLoadError::Invalid { .. } => {
-                    Step::Permanent(ItemError::new("invalid_policy", invalid.to_string()))
+            .map_err(|e| match (e.kind(), e) {
+                (ErrorKind::Transient, PolicyLoadError::Database(db)) => {
+                    Step::Transient(db.into())
                 }
+                (_, e) => Step::Permanent(ItemError::new("invalid_policy", e.to_string())),
             })?;
         let texts: Vec<String> = claim.items.iter().map(|(_, t)| t.clone()).collect();
         let runs = self
