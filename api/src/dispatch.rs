@@ -184,7 +184,10 @@ impl Dispatcher {
             }
         });
         let outcomes = join_all(sends).await;
-        gatehouse_common::fault::point(&self.config, gatehouse_common::fault::DISPATCH_AFTER_PUBLISH);
+        gatehouse_common::fault::point(
+            &self.config,
+            gatehouse_common::fault::DISPATCH_AFTER_PUBLISH,
+        );
         let mut jobs = Vec::new();
         let mut chunks = Vec::new();
         let mut failure = None;
@@ -226,7 +229,12 @@ impl Dispatcher {
             let delivery = &self.config.delivery;
             let claimed_after = self.release_timeout
                 + delivery.chunk_deadline
-                + delivery.retry_delays.iter().max().copied().unwrap_or_default();
+                + delivery
+                    .retry_delays
+                    .iter()
+                    .max()
+                    .copied()
+                    .unwrap_or_default();
             let n = sqlx::query!(
                 r"
                 UPDATE job_chunks SET released_at = NULL

@@ -227,11 +227,7 @@ impl Consumer {
                 let _ =
                     gatehouse_common::job::store::record_error(&self.pipeline.pool, chunk, &reason)
                         .await;
-                let headers = delivery
-                    .properties
-                    .headers()
-                    .clone()
-                    .unwrap_or_default();
+                let headers = delivery.properties.headers().clone().unwrap_or_default();
                 let retried = publisher
                     .publish_expiring(
                         &tier.name,

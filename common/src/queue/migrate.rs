@@ -52,6 +52,7 @@ pub async fn migrate(
         if !exists(conn, &spec.name).await? {
             return declared.map(|()| Vec::new());
         }
+        ensure_unused(conn, &spec.name).await?;
         let ch = channel(conn).await?;
         let _ = ch
             .queue_unbind(
@@ -70,7 +71,7 @@ pub async fn migrate(
         .await
         .map_err(QueueError::amqp("declare holding queue"))?;
         drain(&ch, &publisher, &spec.name, |_| ("", holding(&spec))).await?;
-        delete(&ch, &spec.name).await?;
+        delete(conn, &ch, &spec.name).await?;
         tracing::info!(queue = %spec.name, "classic queue emptied into its holding queue and deleted");
     }
     // 2. The new topology, then every holding queue back into its queue.
@@ -88,7 +89,7 @@ pub async fn migrate(
         }
         let ch = channel(conn).await?;
         let moved = drain(&ch, &publisher, &hold, |_| ("", spec.name.clone())).await?;
-        delete(&ch, &hold).await?;
+        delete(conn, &ch, &hold).await?;
         report.push(QueueMigration {
             queue: spec.name,
             action: "migrated",
@@ -104,7 +105,7 @@ pub async fn migrate(
             (jobs.as_str(), key.to_string())
         })
         .await?;
-        delete(&ch, &legacy).await?;
+        delete(conn, &ch, &legacy).await?;
         ch.exchange_delete(legacy.as_str().into(), Default::default())
             .await
             .map_err(QueueError::amqp("delete the old retry exchange"))?;
@@ -186,18 +187,36 @@ async fn drain<'a>(
     Ok(moved)
 }
 
-/// Deletes `queue`, refusing while it has consumers (stop the workers first).
-async fn delete(ch: &Channel, queue: &str) -> Result<(), QueueError> {
-    ch.queue_delete(
-        queue.into(),
-        QueueDeleteOptions {
-            if_unused: true,
-            ..QueueDeleteOptions::default()
-        },
-    )
-    .await
-    .map_err(QueueError::amqp(
-        "delete queue (is a worker still consuming it? stop the workers first)",
-    ))?;
+/// Deletes `queue`, refusing while it has consumers (stop the workers first). Checked by
+/// hand: quorum queues do not support `if_unused`.
+async fn delete(conn: &Connection, ch: &Channel, queue: &str) -> Result<(), QueueError> {
+    ensure_unused(conn, queue).await?;
+    ch.queue_delete(queue.into(), QueueDeleteOptions::default())
+        .await
+        .map_err(QueueError::amqp("delete queue"))?;
+    Ok(())
+}
+
+async fn ensure_unused(conn: &Connection, queue: &str) -> Result<(), QueueError> {
+    let probe = channel(conn).await?;
+    let consumers = probe
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map_err(QueueError::amqp("inspect queue"))?
+        .consumer_count();
+    let _ = probe.close(200, "probe".into()).await;
+    if consumers > 0 {
+        return Err(QueueError::InUse {
+            queue: queue.to_string(),
+            consumers,
+        });
+    }
     Ok(())
 }

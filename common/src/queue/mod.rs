@@ -26,6 +26,8 @@ pub enum QueueError {
     Timeout,
     #[error("the consumer was closed by the broker")]
     Closed,
+    #[error("queue {queue} has {consumers} consumer(s): stop the workers first")]
+    InUse { queue: String, consumers: u32 },
     #[error("message encoding failed")]
     Encode(#[source] serde_json::Error),
 }

@@ -353,9 +353,7 @@ mod tests {
     #[test]
     fn backoff_is_exponential_by_attempt_and_capped_at_the_longest_tier() {
         let t = Topology::new("t");
-        let delays: Vec<u64> = (0..=6)
-            .map(|a| t.retry_tier(a).delay.as_secs())
-            .collect();
+        let delays: Vec<u64> = (0..=6).map(|a| t.retry_tier(a).delay.as_secs()).collect();
         assert_eq!(delays, [2, 2, 8, 32, 128, 128, 128]);
         assert_eq!(delay_label(Duration::from_millis(200)), "200ms");
     }

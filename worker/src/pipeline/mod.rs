@@ -266,9 +266,7 @@ impl Pipeline {
             )
             .await
             .map_err(|e| match (e.kind(), e) {
-                (ErrorKind::Transient, PolicyLoadError::Database(db)) => {
-                    Step::Transient(db.into())
-                }
+                (ErrorKind::Transient, PolicyLoadError::Database(db)) => Step::Transient(db.into()),
                 (_, e) => Step::Permanent(ItemError::new("invalid_policy", e.to_string())),
             })?;
         let texts: Vec<String> = claim.items.iter().map(|(_, t)| t.clone()).collect();
