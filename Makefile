@@ -14,7 +14,7 @@ API_BIN := target/debug/gatehouse-api
 # Name prefix of the databases, queues and exchanges the tests create.
 TEST_PREFIX ?= gh_test_
 
-.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate
+.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate chaos chaos-short
 
 help: ## List the targets
 	@echo "Gatehouse make targets:"
@@ -91,3 +91,9 @@ loadtest-webhooks: ## Webhook delivery lag (job completed -> webhook received) o
 bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, release) vs Python onnxruntime
 	$(CARGO) bench -p gatehouse-worker --bench translate
 	PY="$$(bash scripts/python-env.sh | tail -n 1)" && "$$PY" loadtest/translate.py --bench
+
+chaos: build ## Chaos benchmark: a 20,000-item job + a file batch while workers are kill -9ed, the api aborts mid-submit, a webhook receiver goes down (loadtest/chaos)
+	bash loadtest/chaos/run.sh
+
+chaos-short: build ## The CI form of the chaos benchmark (~1-2 min): same faults, 2,000 + 300 + 300 items
+	bash loadtest/chaos/run.sh --short
