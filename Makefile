@@ -92,8 +92,8 @@ bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, re
 	$(CARGO) bench -p gatehouse-worker --bench translate
 	PY="$$(bash scripts/python-env.sh | tail -n 1)" && "$$PY" loadtest/translate.py --bench
 
-chaos: build ## Chaos benchmark: a 20,000-item job + a file batch while workers are kill -9ed, the api aborts mid-submit, a webhook receiver goes down (loadtest/chaos)
+chaos: services build ## Chaos benchmark: a 20,000-item job + a file batch while workers are kill -9ed, the api aborts mid-submit, a webhook receiver goes down (loadtest/chaos)
 	bash loadtest/chaos/run.sh
 
-chaos-short: build ## The CI form of the chaos benchmark (~1-2 min): same faults, 2,000 + 300 + 300 items
+chaos-short: services build ## The CI form of the chaos benchmark (~1-2 min): same faults, 2,000 + 300 + 300 items
 	bash loadtest/chaos/run.sh --short

@@ -16,16 +16,17 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
+use gatehouse_common::trace::TraceParent;
 use gatehouse_common::{
     db::{self, Scope},
     job::Lane,
     queue::{Broker, ChunkMessage, QueueError, QueueMessage},
     types::{JobId, JobKind, TenantId},
 };
-use lapin::types::FieldTable;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{relay::RelayError, state::AppState};
 
@@ -52,6 +53,7 @@ struct Release {
     item_start: i32,
     item_end: i32,
     kind: String,
+    traceparent: Option<String>,
 }
 
 impl Dispatcher {
@@ -75,7 +77,11 @@ impl Dispatcher {
         let mut last_sweep = tokio::time::Instant::now();
         let mut last_gauge = tokio::time::Instant::now();
         loop {
-            match self.dispatch_once().await {
+            match self
+                .dispatch_once()
+                .instrument(tracing::info_span!("dispatch"))
+                .await
+            {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(error) => {
@@ -133,7 +139,7 @@ impl Dispatcher {
             )
             SELECT c.job_id AS "job_id!: JobId", c.tenant_id AS "tenant_id!: TenantId",
                    c.chunk_index AS "chunk_index!", c.item_start AS "item_start!",
-                   c.item_end AS "item_end!", j.kind AS "kind!"
+                   c.item_end AS "item_end!", j.kind AS "kind!", j.traceparent
             FROM places p
             CROSS JOIN LATERAL (
                 SELECT x.job_id, x.tenant_id, x.chunk_index, x.item_start, x.item_end,
@@ -173,13 +179,20 @@ impl Dispatcher {
                     lane: Lane::Bulk,
                 });
                 let body = serde_json::to_vec(&message).map_err(QueueError::Encode)?;
+                // The submission's trace context travels with every chunk of the job.
+                let headers = c
+                    .traceparent
+                    .as_deref()
+                    .and_then(TraceParent::parse)
+                    .map(|t| t.to_headers())
+                    .unwrap_or_default();
+                let span = tracing::info_span!("publish", job_id = %c.job_id, chunk = c.chunk_index, trace_id = tracing::field::Empty);
+                if let Some(t) = c.traceparent.as_deref().and_then(TraceParent::parse) {
+                    span.record("trace_id", t.trace_id_hex());
+                }
                 publisher
-                    .publish(
-                        &exchange,
-                        &message.routing_key(),
-                        &body,
-                        FieldTable::default(),
-                    )
+                    .publish(&exchange, &message.routing_key(), &body, headers)
+                    .instrument(span)
                     .await
             }
         });

@@ -381,7 +381,7 @@ pub struct Config {
     pub log_filter: String,
     pub identity: IdentityConfig,
     pub webhooks: WebhookConfig,
-    /// Delivery under faults (issue 16): quorum queues, backoff, chunk deadline, tracing.
+    /// Delivery under faults (issue 16): quorum queues, backoff, chunk deadline.
     pub delivery: DeliveryConfig,
 }
 
@@ -639,8 +639,8 @@ impl std::fmt::Debug for IdentityConfig {
 
 // ---- Delivery under faults (issue 16) ----
 
-/// Retry backoff, the quorum queues' delivery limit, the chunk deadline, trace export and
-/// the test-only fault injection.
+/// Retry backoff, the quorum queues' delivery limit, the chunk deadline and the test-only
+/// fault injection.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     /// The delay queues' TTLs: `GATEHOUSE_RETRY_DELAY_MS` × 4^k for k < `GATEHOUSE_RETRY_TIERS`.
@@ -651,8 +651,6 @@ pub struct DeliveryConfig {
     /// `GATEHOUSE_CHUNK_DEADLINE_MS`: a chunk not finished this long after its delivery is
     /// abandoned as a transient failure (retried), well before RabbitMQ's `consumer_timeout`.
     pub chunk_deadline: Duration,
-    /// `GATEHOUSE_OTLP_ENDPOINT`: OTLP/HTTP collector for trace export (empty: no export).
-    pub otlp_endpoint: Option<String>,
     /// `GATEHOUSE_FAULT_INJECT`: **test-only** crash points (see `common/src/fault.rs`).
     pub fault_inject: Vec<String>,
 }
@@ -670,7 +668,6 @@ impl DeliveryConfig {
         let retry_delays = (0..tiers)
             .map(|k| Duration::from_millis(base.saturating_mul(4u64.pow(k))))
             .collect();
-        let otlp: String = env.get("GATEHOUSE_OTLP_ENDPOINT", String::new())?;
         let fault_inject = env.list("GATEHOUSE_FAULT_INJECT")?;
         if let Some(unknown) = fault_inject
             .iter()
@@ -690,7 +687,6 @@ impl DeliveryConfig {
             chunk_deadline: Duration::from_millis(
                 env.positive("GATEHOUSE_CHUNK_DEADLINE_MS", 900_000)?,
             ),
-            otlp_endpoint: Some(otlp).filter(|s| !s.is_empty()),
             fault_inject,
         })
     }

@@ -101,6 +101,14 @@ pub async fn begin(
         ),
         Scope::Platform => "BEGIN; SELECT set_config('gatehouse.platform', 'on', true)".into(),
     };
+    // The request's trace context (the default of `jobs.traceparent`); formatted from
+    // validated bytes, never client text.
+    let statement = match crate::trace::current() {
+        Some(context) => {
+            format!("{statement}; SELECT set_config('gatehouse.traceparent', '{context}', true)")
+        }
+        None => statement,
+    };
     pool.begin_with(statement).await
 }
 

@@ -13,6 +13,7 @@ pub mod queue;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;
+pub mod trace;
 pub mod types;
 pub mod webhook;
 

@@ -11,6 +11,7 @@ use gatehouse_common::{
     config::Config,
     job::Lane,
     queue::{self, Publisher, QueueError, QueueMessage, Topology},
+    trace::{self, TraceParent},
     types::JobKind,
 };
 use lapin::{
@@ -183,10 +184,24 @@ impl Consumer {
             }
         };
         let QueueMessage::ChunkV1(chunk) = &message;
-        let span = tracing::info_span!("chunk", job_id = %chunk.job_id, tenant_id = %chunk.tenant_id, chunk = chunk.chunk_index);
-        self.settle(publisher, &delivery, &message, deadline)
-            .instrument(span)
-            .await;
+        // The api's trace context from the AMQP headers: this chunk's span is its child.
+        let parent = TraceParent::from_headers(delivery.properties.headers().as_ref());
+        let context = parent.map_or_else(TraceParent::new_root, |p| p.child());
+        let span = tracing::info_span!(
+            "chunk",
+            job_id = %chunk.job_id,
+            tenant_id = %chunk.tenant_id,
+            chunk = chunk.chunk_index,
+            trace_id = %context.trace_id_hex(),
+            span_id = %context.span_id_hex(),
+            parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
+        );
+        trace::scope(
+            context,
+            self.settle(publisher, &delivery, &message, deadline)
+                .instrument(span),
+        )
+        .await;
     }
 
     /// Processes the chunk and acks, retries or dead-letters its delivery.

@@ -423,3 +423,76 @@ async fn admin_queues_migrate_moves_classic_queues_to_quorum_without_losing_a_me
     worker.stop().await;
     h.teardown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traceparent_set_at_intake_reaches_the_worker_through_the_amqp_headers() {
+    use axum::{body::Body, http::Request};
+    let mut h = Harness::new(&[("GATEHOUSE_CHUNK_ITEMS", "10")], false).await;
+    let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let items: Vec<_> = texts(20).into_iter().map(|t| json!({"text": t})).collect();
+    let request = Request::builder()
+        .method("POST")
+        .uri("/v1/jobs")
+        .header("authorization", format!("Bearer {}", h.key))
+        .header("content-type", "application/json")
+        .header("traceparent", client)
+        .body(Body::from(
+            serde_json::to_vec(&json!({"kind": "moderate", "items": items})).expect("json"),
+        ))
+        .expect("request");
+    let reply = h.send(request).await;
+    assert_eq!(reply.status, axum::http::StatusCode::ACCEPTED);
+    let id = reply.json()["id"].as_str().expect("id").to_string();
+
+    // Stored with the job: the same trace, the api's intake span as the parent.
+    let stored: String = sqlx::query_scalar("SELECT traceparent FROM jobs")
+        .fetch_one(&h.env.pool)
+        .await
+        .expect("traceparent");
+    let stored = gatehouse_common::trace::TraceParent::parse(&stored).expect("valid");
+    assert_eq!(stored.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(stored.span_id_hex(), "00f067aa0ba902b7");
+
+    // In the AMQP headers of the chunk messages the dispatcher publishes.
+    declare_topology(&h).await;
+    h.start_relay();
+    let (conn, ch) = channel(&h).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let got = loop {
+        if let Some(got) = ch
+            .basic_get(work_queue(&h).as_str().into(), BasicGetOptions::default())
+            .await
+            .expect("get")
+        {
+            break got;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing published");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let header = gatehouse_common::trace::TraceParent::from_headers(
+        got.delivery.properties.headers().as_ref(),
+    );
+    assert_eq!(header, Some(stored));
+    got.delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        })
+        .await
+        .expect("requeue");
+    let _ = conn.close(200, "bye".into()).await;
+
+    // The worker's chunk records carry the trace.
+    let worker = h.start_worker().await;
+    h.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(
+        h.scalar(
+            "SELECT count(*) FROM audit_events WHERE action = 'job.chunk.processed' \
+             AND details->>'trace_id' = '4bf92f3577b34da6a3ce929d0e0e4736'"
+        )
+        .await,
+        2
+    );
+    worker.stop().await;
+    h.teardown().await;
+}

@@ -21,6 +21,7 @@ use gatehouse_common::{
     types::JobKind,
 };
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::{
     batcher::ModelHandle,
@@ -140,6 +141,7 @@ impl Pipeline {
     ) -> Result<Outcome, Failure> {
         let cached = self.policies.cached_versions(chunk.tenant_id);
         let claim = store::claim(&self.pool, chunk, &cached)
+            .instrument(tracing::info_span!("claim"))
             .await
             .map_err(|e| Failure {
                 attempt: 0,
@@ -182,6 +184,13 @@ impl Pipeline {
             metrics::histogram!("gatehouse_queue_wait_seconds", "lane" => chunk.lane.as_str())
                 .record(claim.waited.as_secs_f64());
         }
+        // Queue wait (accepted → claimed), on the chunk's span.
+        tracing::info!(
+            queue_wait_ms = claim.waited.as_millis() as u64,
+            attempt = claim.attempts,
+            items = claim.items.len(),
+            "claimed"
+        );
         let started = Instant::now();
         let options = match &claim.options {
             Ok(options) => options.clone(),
@@ -199,7 +208,13 @@ impl Pipeline {
             JobOptions::Translate(options) => {
                 let handle = self.translator()?;
                 let texts: Vec<&str> = claim.items.iter().map(|(_, t)| t.as_str()).collect();
-                let results = translate::items(handle, &options, &texts).await;
+                let results = translate::items(handle, &options, &texts)
+                    .instrument(tracing::info_span!(
+                        "inference",
+                        items = texts.len(),
+                        translate = true
+                    ))
+                    .await;
                 Processed {
                     outcomes: claim.items.iter().map(|(i, _)| *i).zip(results).collect(),
                     models: Vec::new(),
@@ -218,6 +233,7 @@ impl Pipeline {
             }
         };
         let audit = json!({
+            "trace_id": gatehouse_common::trace::current().map(|t| t.trace_id_hex()),
             "model": processed.model_names,
             "items": processed.outcomes.len(),
             "item_start": chunk.item_start,
@@ -225,6 +241,7 @@ impl Pipeline {
             "attempt": claim.attempts,
             "duration_ms": started.elapsed().as_millis() as u64,
         });
+        let store_span = tracing::info_span!("store", items = processed.outcomes.len());
         let applied = store::complete(
             &self.pool,
             Completion {
@@ -238,6 +255,7 @@ impl Pipeline {
                 default_retention_days: self.default_retention_days,
             },
         )
+        .instrument(store_span)
         .await?;
         metrics::histogram!("gatehouse_worker_chunk_seconds", "kind" => chunk.kind.as_str())
             .record(started.elapsed().as_secs_f64());
@@ -275,6 +293,11 @@ impl Pipeline {
             .iter()
             .map(|model| model.classify_in(texts.clone(), chunk.lane));
         let per_model = futures_util::future::try_join_all(runs)
+            .instrument(tracing::info_span!(
+                "inference",
+                items = texts.len(),
+                models = self.moderation.len()
+            ))
             .await
             .map_err(|e| Step::Transient(e.into()))?;
         let models: Vec<ChunkModel> = self
@@ -399,7 +422,13 @@ async fn chain(
         .iter()
         .map(|n| texts.get(&moderated.outcomes[*n].0).copied().unwrap_or(""))
         .collect();
-    let translated = translate::items(handle, &options.translate(), &eligible_texts).await;
+    let translated = translate::items(handle, &options.translate(), &eligible_texts)
+        .instrument(tracing::info_span!(
+            "inference",
+            items = eligible_texts.len(),
+            translate = true
+        ))
+        .await;
     let mut translations: Vec<Option<StoredOutcome>> =
         (0..moderated.outcomes.len()).map(|_| None).collect();
     for (n, outcome) in eligible.into_iter().zip(translated) {
