@@ -878,4 +878,38 @@ mod tests {
             assert_eq!(with(&pairs).unwrap_err().var, var, "{value}");
         }
     }
+
+    #[test]
+    fn delivery_settings_have_defaults_and_are_checked() {
+        let cfg = with(&[]).expect("defaults");
+        let secs: Vec<u64> = cfg
+            .delivery
+            .retry_delays
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
+        assert_eq!(secs, [2, 8, 32, 128]);
+        assert_eq!(cfg.delivery.queue_delivery_limit, 20);
+        assert_eq!(cfg.delivery.chunk_deadline, Duration::from_secs(900));
+        assert!(cfg.delivery.fault_inject.is_empty());
+        let cfg = with(&[
+            ("GATEHOUSE_RETRY_DELAY_MS", "500"),
+            ("GATEHOUSE_RETRY_TIERS", "2"),
+            ("GATEHOUSE_FAULT_INJECT", "api-after-commit"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            cfg.delivery.retry_delays,
+            [Duration::from_millis(500), Duration::from_secs(2)]
+        );
+        assert_eq!(cfg.delivery.fault_inject, ["api-after-commit"]);
+        for pairs in [
+            vec![("GATEHOUSE_QUEUE_DELIVERY_LIMIT", "5")],
+            vec![("GATEHOUSE_RETRY_TIERS", "9")],
+            vec![("GATEHOUSE_FAULT_INJECT", "somewhere")],
+            vec![("GATEHOUSE_CHUNK_DEADLINE_MS", "0")],
+        ] {
+            assert!(with(&pairs).is_err(), "{pairs:?}");
+        }
+    }
 }

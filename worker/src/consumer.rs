@@ -242,7 +242,8 @@ impl Consumer {
                 let _ =
                     gatehouse_common::job::store::record_error(&self.pipeline.pool, chunk, &reason)
                         .await;
-                let headers = delivery.properties.headers().clone().unwrap_or_default();
+                // Only the trace context travels on (not the broker's x-death history).
+                let headers = trace::current().map(|t| t.to_headers()).unwrap_or_default();
                 let retried = publisher
                     .publish_expiring(
                         &tier.name,

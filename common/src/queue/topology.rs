@@ -244,7 +244,7 @@ impl Topology {
 /// `2s`, `128s`, or `200ms` when not whole seconds (tests).
 fn delay_label(delay: Duration) -> String {
     let ms = delay.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -295,7 +295,9 @@ impl QueueSpec {
                 self.args.clone(),
             )
             .await
-            .map_err(QueueError::amqp("declare queue"))?;
+            .map_err(QueueError::amqp(
+                "declare queue (a 406 inequivalent arg: an older deployment's queue, run `gatehouse-api admin queues migrate`)",
+            ))?;
         channel
             .queue_bind(
                 self.name.as_str().into(),

@@ -196,13 +196,13 @@ impl Pipeline {
             Ok(options) => options.clone(),
             Err(message) => {
                 let error = ItemError::new("invalid_options", message.clone());
-                return self.give_up(chunk, &claim, error).await;
+                return self.give_up(chunk, claim, error).await;
             }
         };
         let processed = match options {
-            JobOptions::Moderate(_) => match self.moderate(chunk, &claim).await {
+            JobOptions::Moderate(_) => match self.moderate(chunk, claim).await {
                 Ok(p) => p,
-                Err(Step::Permanent(error)) => return self.give_up(chunk, &claim, error).await,
+                Err(Step::Permanent(error)) => return self.give_up(chunk, claim, error).await,
                 Err(Step::Transient(e)) => return Err(e),
             },
             JobOptions::Translate(options) => {
@@ -224,12 +224,12 @@ impl Pipeline {
             }
             JobOptions::ModerateTranslate(options) => {
                 let handle = self.translator()?;
-                let moderated = match self.moderate(chunk, &claim).await {
+                let moderated = match self.moderate(chunk, claim).await {
                     Ok(p) => p,
-                    Err(Step::Permanent(error)) => return self.give_up(chunk, &claim, error).await,
+                    Err(Step::Permanent(error)) => return self.give_up(chunk, claim, error).await,
                     Err(Step::Transient(e)) => return Err(e),
                 };
-                chain(handle, &options, &claim, moderated).await
+                chain(handle, &options, claim, moderated).await
             }
         };
         let audit = json!({
