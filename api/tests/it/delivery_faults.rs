@@ -401,6 +401,17 @@ async fn admin_queues_migrate_moves_classic_queues_to_quorum_without_losing_a_me
     assert!(is_not_classic(&h, &format!("{p}.moderate")).await);
     assert!(is_not_classic(&h, &format!("{p}.dead")).await);
 
+    // On a broker with nothing declared yet it only declares.
+    let fresh = gatehouse_common::queue::Topology::new(format!("{p}_fresh"));
+    let report_fresh = migrate::migrate(&conn, &fresh).await.expect("fresh");
+    assert!(
+        report_fresh.iter().all(|r| r.action == "current"),
+        "{report_fresh:?}"
+    );
+    let (fresh_conn, fresh_ch) = channel(&h).await;
+    fresh.delete(&fresh_ch).await.expect("delete fresh");
+    let _ = fresh_conn.close(200, "bye".into()).await;
+
     // Idempotent: a second run finds everything current.
     let again = migrate::migrate(&conn, &h.topology())
         .await

@@ -40,6 +40,11 @@ pub async fn migrate(
 ) -> Result<Vec<QueueMigration>, QueueError> {
     let publisher = Publisher::new(conn).await?;
     let mut report = Vec::new();
+    // 0. The exchanges (the same kinds as before), so probing a queue fails only on the queue.
+    let ch = channel(conn).await?;
+    for (name, kind) in topology.exchanges() {
+        super::topology::exchange(&ch, &name, kind).await?;
+    }
     // 1. Every queue whose declaration fails although it exists: empty it into its holding
     //    queue and delete it.
     for spec in topology.queues() {
