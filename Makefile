@@ -15,7 +15,7 @@ API_BIN := target/debug/gatehouse-api
 TEST_PREFIX ?= gh_test_
 
 .PHONY: console console-screenshots
-.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate
+.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate chaos chaos-short
 
 help: ## List the targets
 	@echo "Gatehouse make targets:"
@@ -106,3 +106,9 @@ bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, re
 .PHONY: loadtest-audit
 loadtest-audit: ## Audit trail cost: sync moderation and a 10,000-item job, with vs without auditing
 	bash loadtest/audit.sh
+
+chaos: services build ## Chaos benchmark: a 20,000-item job + a file batch while workers are kill -9ed, the api aborts mid-submit, a webhook receiver goes down (loadtest/chaos)
+	bash loadtest/chaos/run.sh
+
+chaos-short: services build ## The CI form of the chaos benchmark (~1-2 min): same faults, 2,000 + 300 + 300 items
+	bash loadtest/chaos/run.sh --short

@@ -16,16 +16,17 @@
 use std::{sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
+use gatehouse_common::trace::TraceParent;
 use gatehouse_common::{
     db::{self, Scope},
     job::Lane,
     queue::{Broker, ChunkMessage, QueueError, QueueMessage},
     types::{JobId, JobKind, TenantId},
 };
-use lapin::types::FieldTable;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{relay::RelayError, state::AppState};
 
@@ -41,6 +42,7 @@ pub struct Dispatcher {
     max_in_flight: i64,
     release_timeout: Duration,
     metrics_tenants: Vec<String>,
+    config: Arc<gatehouse_common::config::Config>,
     quota_defaults: gatehouse_common::job::quota::QuotaDefaults,
 }
 
@@ -51,6 +53,7 @@ struct Release {
     item_start: i32,
     item_end: i32,
     kind: String,
+    traceparent: Option<String>,
 }
 
 impl Dispatcher {
@@ -65,6 +68,7 @@ impl Dispatcher {
             max_in_flight: capacity.max_in_flight_chunks,
             release_timeout: capacity.release_timeout,
             metrics_tenants: capacity.metrics_tenants.clone(),
+            config: state.config.clone(),
             quota_defaults: crate::capacity::admission(capacity).quota_defaults,
         }
     }
@@ -73,7 +77,11 @@ impl Dispatcher {
         let mut last_sweep = tokio::time::Instant::now();
         let mut last_gauge = tokio::time::Instant::now();
         loop {
-            match self.dispatch_once().await {
+            match self
+                .dispatch_once()
+                .instrument(tracing::info_span!("dispatch"))
+                .await
+            {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(error) => {
@@ -131,7 +139,7 @@ impl Dispatcher {
             )
             SELECT c.job_id AS "job_id!: JobId", c.tenant_id AS "tenant_id!: TenantId",
                    c.chunk_index AS "chunk_index!", c.item_start AS "item_start!",
-                   c.item_end AS "item_end!", j.kind AS "kind!"
+                   c.item_end AS "item_end!", j.kind AS "kind!", j.traceparent
             FROM places p
             CROSS JOIN LATERAL (
                 SELECT x.job_id, x.tenant_id, x.chunk_index, x.item_start, x.item_end,
@@ -171,17 +179,28 @@ impl Dispatcher {
                     lane: Lane::Bulk,
                 });
                 let body = serde_json::to_vec(&message).map_err(QueueError::Encode)?;
+                // The submission's trace context travels with every chunk of the job.
+                let headers = c
+                    .traceparent
+                    .as_deref()
+                    .and_then(TraceParent::parse)
+                    .map(|t| t.to_headers())
+                    .unwrap_or_default();
+                let span = tracing::info_span!("publish", job_id = %c.job_id, chunk = c.chunk_index, trace_id = tracing::field::Empty);
+                if let Some(t) = c.traceparent.as_deref().and_then(TraceParent::parse) {
+                    span.record("trace_id", t.trace_id_hex());
+                }
                 publisher
-                    .publish(
-                        &exchange,
-                        &message.routing_key(),
-                        &body,
-                        FieldTable::default(),
-                    )
+                    .publish(&exchange, &message.routing_key(), &body, headers)
+                    .instrument(span)
                     .await
             }
         });
         let outcomes = join_all(sends).await;
+        gatehouse_common::fault::point(
+            &self.config,
+            gatehouse_common::fault::DISPATCH_AFTER_PUBLISH,
+        );
         let mut jobs = Vec::new();
         let mut chunks = Vec::new();
         let mut failure = None;
@@ -217,13 +236,27 @@ impl Dispatcher {
     async fn sweep(&self) {
         let swept = async {
             let mut tx = db::begin(&self.pool, Scope::Platform).await?;
+            // A claimed chunk whose last attempt is older than any retry delay plus the chunk
+            // deadline has no message left either (the broker dead-lettered it past its
+            // delivery limit, or it was purged): release it again too.
+            let delivery = &self.config.delivery;
+            let claimed_after = self.release_timeout
+                + delivery.chunk_deadline
+                + delivery
+                    .retry_delays
+                    .iter()
+                    .max()
+                    .copied()
+                    .unwrap_or_default();
             let n = sqlx::query!(
                 r"
                 UPDATE job_chunks SET released_at = NULL
-                WHERE status = 'pending' AND attempts = 0 AND released_at < now() - $1::interval
+                WHERE status = 'pending' AND released_at < now() - $1::interval
+                  AND (attempts = 0 OR last_attempt_at < now() - $2::interval)
                 ",
                 sqlx::postgres::types::PgInterval::try_from(self.release_timeout)
                     .unwrap_or_default(),
+                sqlx::postgres::types::PgInterval::try_from(claimed_after).unwrap_or_default(),
             )
             .execute(&mut *tx)
             .await?

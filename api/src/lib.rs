@@ -61,6 +61,7 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(ratelimit::headers))
         .layer(middleware::from_fn(error::problem_layer))
         .layer(middleware::from_fn(telemetry::record))
+        .layer(middleware::from_fn(telemetry::trace_context))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(telemetry::span))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

@@ -8,10 +8,11 @@ use std::{sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
 use gatehouse_common::queue::{Broker, QueueError};
-use lapin::types::FieldTable;
+use gatehouse_common::trace::TraceParent;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::state::AppState;
 
@@ -96,12 +97,17 @@ impl Relay {
 
     /// Publishes one batch of pending rows; returns how many were published.
     pub async fn drain_once(&self) -> Result<usize, RelayError> {
-        let mut tx = self.pool.begin().await?;
-        let rows: Vec<(i64, String, serde_json::Value)> = sqlx::query!(
+        let mut tx =
+            gatehouse_common::db::begin(&self.pool, gatehouse_common::db::Scope::Platform).await?;
+        // Each message carries its job's trace context (`jobs.traceparent`) in its headers.
+        let rows: Vec<(i64, String, serde_json::Value, Option<String>)> = sqlx::query!(
             r"
-            SELECT outbox_id, routing_key, payload FROM outbox
-            WHERE published_at IS NULL
-            ORDER BY outbox_id
+            SELECT o.outbox_id, o.routing_key, o.payload,
+                   (SELECT j.traceparent FROM jobs j
+                    WHERE j.job_id = substr(o.payload->>'job_id', 5)::uuid) AS traceparent
+            FROM outbox o
+            WHERE o.published_at IS NULL
+            ORDER BY o.outbox_id
             LIMIT $1
             FOR UPDATE SKIP LOCKED
             ",
@@ -110,7 +116,7 @@ impl Relay {
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|r| (r.outbox_id, r.routing_key, r.payload))
+        .map(|r| (r.outbox_id, r.routing_key, r.payload, r.traceparent))
         .collect();
         if rows.is_empty() {
             tx.commit().await?;
@@ -118,20 +124,27 @@ impl Relay {
         }
         let publisher = self.broker.publisher().await?;
         let exchange = self.broker.topology().jobs_exchange();
-        let sends = rows.iter().map(|(_, routing_key, payload)| {
+        let sends = rows.iter().map(|(_, routing_key, payload, traceparent)| {
             let publisher = publisher.clone();
             let exchange = exchange.clone();
+            let context = traceparent.as_deref().and_then(TraceParent::parse);
+            let span = tracing::info_span!("relay", trace_id = tracing::field::Empty);
+            if let Some(t) = &context {
+                span.record("trace_id", t.trace_id_hex());
+            }
             async move {
                 let body = serde_json::to_vec(payload).map_err(QueueError::Encode)?;
+                let headers = context.map(|t| t.to_headers()).unwrap_or_default();
                 publisher
-                    .publish(&exchange, routing_key, &body, FieldTable::default())
+                    .publish(&exchange, routing_key, &body, headers)
                     .await
             }
+            .instrument(span)
         });
         let outcomes = join_all(sends).await;
         let mut published = Vec::new();
         let mut failure = None;
-        for ((id, _, _), outcome) in rows.iter().zip(outcomes) {
+        for ((id, _, _, _), outcome) in rows.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => published.push(*id),
                 Err(error) => failure = Some(error),

@@ -62,9 +62,8 @@ impl AppState {
             .await
             .map_err(StateError::Tokens)?;
         let throttle = LoginThrottle::new(pool.clone(), identity);
-        let topology = gatehouse_common::queue::Topology::new(&config.queue_prefix);
-        let retry_ms = u64::try_from(config.retry_delay.as_millis()).unwrap_or(u64::MAX);
-        let broker = Broker::new(&config.amqp_url, "gatehouse-api", topology, retry_ms);
+        let topology = gatehouse_common::queue::Topology::from_config(&config);
+        let broker = Broker::new(&config.amqp_url, "gatehouse-api", topology);
         let translation_pairs = gatehouse_common::models::translation_pairs(
             &config.models_dir,
             &config.translation_models,

@@ -7,6 +7,7 @@ use axum::{
     middleware::Next,
     response::Response,
 };
+use gatehouse_common::trace::{self, TraceParent};
 use tracing::Span;
 
 pub fn span(request: &Request) -> Span {
@@ -15,7 +16,22 @@ pub fn span(request: &Request) -> Span {
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id, trace_id = tracing::field::Empty)
+}
+
+/// The intake span's W3C trace context: a child of the client's `traceparent`, or a new
+/// trace. The handler runs inside it (`gatehouse_common::trace::current()`), so a job
+/// submitted here stores it and its chunk messages carry it to the worker.
+pub async fn trace_context(request: Request, next: Next) -> Response {
+    let context = request
+        .headers()
+        .get(trace::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TraceParent::parse)
+        .map(|parent| parent.child())
+        .unwrap_or_else(TraceParent::new_root);
+    Span::current().record("trace_id", context.trace_id_hex());
+    trace::scope(context, next.run(request)).await
 }
 
 /// `gatehouse_api_requests_total{method,route,status}` and

@@ -385,6 +385,8 @@ pub struct Config {
     /// `/console`.
     pub console_dir: PathBuf,
     pub audit: AuditConfig,
+    /// Delivery under faults (issue 16): quorum queues, backoff, chunk deadline.
+    pub delivery: DeliveryConfig,
 }
 
 impl Config {
@@ -580,7 +582,15 @@ impl Config {
             webhooks: WebhookConfig::from_env(&env)?,
             console_dir: env.get("GATEHOUSE_CONSOLE_DIR", PathBuf::from("console/dist"))?,
             audit: AuditConfig::from_env(&env)?,
+            delivery: DeliveryConfig::from_env(&env)?,
         };
+        if i64::from(cfg.delivery.queue_delivery_limit) <= i64::from(cfg.max_attempts) {
+            return Err(ConfigError {
+                var: "GATEHOUSE_QUEUE_DELIVERY_LIMIT",
+                message: "must be greater than GATEHOUSE_MAX_ATTEMPTS (the worker gives up first)"
+                    .into(),
+            });
+        }
         if cfg.identity.jwt_ttl > Duration::from_secs(24 * 3600) {
             return Err(ConfigError {
                 var: "GATEHOUSE_JWT_TTL_SECS",
@@ -667,6 +677,61 @@ impl AuditConfig {
             ),
             denied_per_minute: env.positive("GATEHOUSE_AUDIT_DENIED_PER_MINUTE", 60)?,
             key_rotation_reminder_days: env.positive("GATEHOUSE_KEY_ROTATION_REMINDER_DAYS", 30)?,
+        })
+    }
+}
+
+// ---- Delivery under faults (issue 16) ----
+
+/// Retry backoff, the quorum queues' delivery limit, the chunk deadline and the test-only
+/// fault injection.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// The delay queues' TTLs: `GATEHOUSE_RETRY_DELAY_MS` × 4^k for k < `GATEHOUSE_RETRY_TIERS`.
+    pub retry_delays: Vec<Duration>,
+    /// `GATEHOUSE_QUEUE_DELIVERY_LIMIT`: the work queues' `x-delivery-limit` (redeliveries of
+    /// one message — crashes, requeues — before the broker dead-letters it).
+    pub queue_delivery_limit: u32,
+    /// `GATEHOUSE_CHUNK_DEADLINE_MS`: a chunk not finished this long after its delivery is
+    /// abandoned as a transient failure (retried), well before RabbitMQ's `consumer_timeout`.
+    pub chunk_deadline: Duration,
+    /// `GATEHOUSE_FAULT_INJECT`: **test-only** crash points (see `common/src/fault.rs`).
+    pub fault_inject: Vec<String>,
+}
+
+impl DeliveryConfig {
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let base: u64 = env.positive("GATEHOUSE_RETRY_DELAY_MS", 2000)?;
+        let tiers: u32 = env.positive("GATEHOUSE_RETRY_TIERS", 4)?;
+        if tiers > 8 {
+            return Err(ConfigError {
+                var: "GATEHOUSE_RETRY_TIERS",
+                message: "must be at most 8".into(),
+            });
+        }
+        let retry_delays = (0..tiers)
+            .map(|k| Duration::from_millis(base.saturating_mul(4u64.pow(k))))
+            .collect();
+        let fault_inject = env.list("GATEHOUSE_FAULT_INJECT")?;
+        if let Some(unknown) = fault_inject
+            .iter()
+            .find(|p| !crate::fault::POINTS.contains(&p.as_str()))
+        {
+            return Err(ConfigError {
+                var: "GATEHOUSE_FAULT_INJECT",
+                message: format!(
+                    "unknown point `{unknown}` (test-only; one of {})",
+                    crate::fault::POINTS.join(", ")
+                ),
+            });
+        }
+        Ok(Self {
+            retry_delays,
+            queue_delivery_limit: env.positive("GATEHOUSE_QUEUE_DELIVERY_LIMIT", 20)?,
+            chunk_deadline: Duration::from_millis(
+                env.positive("GATEHOUSE_CHUNK_DEADLINE_MS", 900_000)?,
+            ),
+            fault_inject,
         })
     }
 }
@@ -855,6 +920,40 @@ mod tests {
                 pairs.push(("GATEHOUSE_WEBHOOK_TIMEOUT_MS", "15000"));
             }
             assert_eq!(with(&pairs).unwrap_err().var, var, "{value}");
+        }
+    }
+
+    #[test]
+    fn delivery_settings_have_defaults_and_are_checked() {
+        let cfg = with(&[]).expect("defaults");
+        let secs: Vec<u64> = cfg
+            .delivery
+            .retry_delays
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
+        assert_eq!(secs, [2, 8, 32, 128]);
+        assert_eq!(cfg.delivery.queue_delivery_limit, 20);
+        assert_eq!(cfg.delivery.chunk_deadline, Duration::from_secs(900));
+        assert!(cfg.delivery.fault_inject.is_empty());
+        let cfg = with(&[
+            ("GATEHOUSE_RETRY_DELAY_MS", "500"),
+            ("GATEHOUSE_RETRY_TIERS", "2"),
+            ("GATEHOUSE_FAULT_INJECT", "api-after-commit"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            cfg.delivery.retry_delays,
+            [Duration::from_millis(500), Duration::from_secs(2)]
+        );
+        assert_eq!(cfg.delivery.fault_inject, ["api-after-commit"]);
+        for pairs in [
+            vec![("GATEHOUSE_QUEUE_DELIVERY_LIMIT", "5")],
+            vec![("GATEHOUSE_RETRY_TIERS", "9")],
+            vec![("GATEHOUSE_FAULT_INJECT", "somewhere")],
+            vec![("GATEHOUSE_CHUNK_DEADLINE_MS", "0")],
+        ] {
+            assert!(with(&pairs).is_err(), "{pairs:?}");
         }
     }
 }

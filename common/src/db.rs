@@ -144,6 +144,14 @@ async fn begin_planned(
             format!("BEGIN; SELECT set_config('gatehouse.platform', 'on', true){settings}")
         }
     };
+    // The request's trace context (the default of `jobs.traceparent`); formatted from
+    // validated bytes, never client text.
+    let statement = match crate::trace::current() {
+        Some(context) => {
+            format!("{statement}; SELECT set_config('gatehouse.traceparent', '{context}', true)")
+        }
+        None => statement,
+    };
     pool.begin_with(statement).await
 }
 

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod fault;
 pub mod job;
 pub mod models;
 pub mod moderation;
@@ -12,6 +13,7 @@ pub mod queue;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;
+pub mod trace;
 pub mod types;
 pub mod webhook;
 

@@ -103,7 +103,7 @@ impl TestEnv {
     }
 
     pub fn topology(&self) -> queue::Topology {
-        queue::Topology::new(&self.config.queue_prefix)
+        queue::Topology::from_config(&self.config)
     }
 
     /// Drops the database and deletes the queues. Best effort: a failing test may skip it,

@@ -290,6 +290,8 @@ fn process(
         let rows: Vec<&[i64]> = order[range.clone()].iter().map(|i| windows[*i]).collect();
         let padded = rows.iter().map(|r| r.len()).max().unwrap_or(0) * rows.len();
         yield_to_sync(gate);
+        // One span per model batch, on the model thread (a batch mixes chunks, so of traces).
+        let _batch = tracing::info_span!("batch", model = %model.info().name, rows = rows.len(), padded_tokens = padded).entered();
         let started = Instant::now();
         match model.run(&rows) {
             Ok(out) if out.len() == rows.len() => {

@@ -1,7 +1,8 @@
 //! The AMQP side of the worker: consume with a bounded prefetch, hand each delivery to the
 //! pipeline, and ack only after its results are committed. Transient failures are
-//! republished to the retry queue (delayed by its TTL); exhausted chunks and unreadable
-//! messages are rejected into the dead-letter queue. Nothing is dropped silently.
+//! republished to a delay queue picked by the attempt (exponential backoff, jittered TTL);
+//! permanent ones, exhausted chunks and unreadable messages are rejected into the
+//! dead-letter queue. Nothing is dropped silently.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,6 +11,7 @@ use gatehouse_common::{
     config::Config,
     job::Lane,
     queue::{self, Publisher, QueueError, QueueMessage, Topology},
+    trace::{self, TraceParent},
     types::JobKind,
 };
 use lapin::{
@@ -65,8 +67,7 @@ impl Consumer {
             .create_channel()
             .await
             .map_err(amqp("open consumer channel"))?;
-        let retry_ms = u64::try_from(self.config.retry_delay.as_millis()).unwrap_or(u64::MAX);
-        self.topology.declare(&channel, retry_ms).await?;
+        self.topology.declare(&channel).await?;
         let publisher = Publisher::new(&conn).await?;
         channel
             .basic_qos(self.config.worker_prefetch, BasicQosOptions::default())
@@ -131,7 +132,10 @@ impl Consumer {
                     Some(Ok(delivery)) => {
                         let this = self.clone();
                         let publisher = publisher.clone();
-                        in_flight.spawn(async move { this.handle(&publisher, delivery).await });
+                        // RabbitMQ's consumer timeout runs from the delivery, prefetch wait
+                        // included: so does the chunk's deadline.
+                        let deadline = tokio::time::Instant::now() + self.config.delivery.chunk_deadline;
+                        in_flight.spawn(async move { this.handle(&publisher, delivery, deadline).await });
                     }
                     Some(Err(error)) => return Err(QueueError::Amqp { context: "receive", source: error }),
                     None => return Err(QueueError::Closed),
@@ -164,7 +168,12 @@ impl Consumer {
         Ok(())
     }
 
-    async fn handle(&self, publisher: &Publisher, delivery: Delivery) {
+    async fn handle(
+        &self,
+        publisher: &Publisher,
+        delivery: Delivery,
+        deadline: tokio::time::Instant,
+    ) {
         let message: QueueMessage = match serde_json::from_slice(&delivery.data) {
             Ok(message) => message,
             Err(error) => {
@@ -175,16 +184,36 @@ impl Consumer {
             }
         };
         let QueueMessage::ChunkV1(chunk) = &message;
-        let span = tracing::info_span!("chunk", job_id = %chunk.job_id, tenant_id = %chunk.tenant_id, chunk = chunk.chunk_index);
-        self.settle(publisher, &delivery, &message)
-            .instrument(span)
-            .await;
+        // The api's trace context from the AMQP headers: this chunk's span is its child.
+        let parent = TraceParent::from_headers(delivery.properties.headers().as_ref());
+        let context = parent.map_or_else(TraceParent::new_root, |p| p.child());
+        let span = tracing::info_span!(
+            "chunk",
+            job_id = %chunk.job_id,
+            tenant_id = %chunk.tenant_id,
+            chunk = chunk.chunk_index,
+            trace_id = %context.trace_id_hex(),
+            span_id = %context.span_id_hex(),
+            parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
+        );
+        trace::scope(
+            context,
+            self.settle(publisher, &delivery, &message, deadline)
+                .instrument(span),
+        )
+        .await;
     }
 
     /// Processes the chunk and acks, retries or dead-letters its delivery.
-    async fn settle(&self, publisher: &Publisher, delivery: &Delivery, message: &QueueMessage) {
+    async fn settle(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        message: &QueueMessage,
+        deadline: tokio::time::Instant,
+    ) {
         let QueueMessage::ChunkV1(chunk) = message;
-        match self.pipeline.process(chunk).await {
+        match self.pipeline.process(chunk, deadline).await {
             Ok(Outcome::Done) => {
                 count("done");
                 ack(delivery).await;
@@ -201,19 +230,27 @@ impl Consumer {
                 count("dead");
                 reject(delivery).await;
             }
-            Err(error) => {
-                let reason = error_chain(&error);
-                tracing::warn!(error = %reason, "transient failure; scheduling a retry");
+            Err(failure) => {
+                let reason = error_chain(&failure.error);
+                // Exponential backoff: the attempt picks the delay queue, jitter the TTL.
+                let tier = self.topology.retry_tier(failure.attempt);
+                let ttl = tier.jittered();
+                tracing::warn!(error = %reason, attempt = failure.attempt, retry_in_ms = ttl.as_millis() as u64, "transient failure; scheduling a retry");
                 count("retried");
+                metrics::counter!("gatehouse_worker_retries_total", "queue" => tier.label())
+                    .increment(1);
                 let _ =
                     gatehouse_common::job::store::record_error(&self.pipeline.pool, chunk, &reason)
                         .await;
+                // Only the trace context travels on (not the broker's x-death history).
+                let headers = trace::current().map(|t| t.to_headers()).unwrap_or_default();
                 let retried = publisher
-                    .publish(
-                        &self.topology.retry_exchange(),
+                    .publish_expiring(
+                        &tier.name,
                         &message.routing_key(),
                         &delivery.data,
-                        FieldTable::default(),
+                        headers,
+                        Some(ttl),
                     )
                     .await;
                 match retried {

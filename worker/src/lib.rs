@@ -121,7 +121,7 @@ pub fn start(
 ) -> WorkerHandle {
     let kill = CancellationToken::new();
     let consumer = Consumer {
-        topology: Topology::new(&config.queue_prefix),
+        topology: Topology::from_config(&config),
         pipeline: Arc::new(Pipeline {
             pool,
             moderation: models.moderation,

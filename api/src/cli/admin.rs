@@ -23,6 +23,12 @@ use crate::{
 
 /// Bootstrap commands run as the URL's own user (the schema owner), like `migrate`.
 pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
+    if let AdminCommand::Queues {
+        command: super::QueuesCommand::Migrate,
+    } = &command
+    {
+        return migrate_queues(&config).await;
+    }
     let pool = db::connect_owner(&config).await?;
     db::check_migrated(&pool).await?;
     let output = match command {
@@ -227,6 +233,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
             }
             output
         }
+        AdminCommand::Queues { .. } => bail!("queue commands need no database"),
     };
     println!("{}", serde_json::to_string(&output)?);
     Ok(())
@@ -262,4 +269,17 @@ fn parse_cidrs(list: &[String]) -> anyhow::Result<Vec<ipnet::IpNet>> {
                 .map_err(|_| anyhow::anyhow!("--ip-allowlist: `{e}` is not a CIDR or IP address"))
         })
         .collect()
+}
+
+/// `admin queues migrate`: classic → quorum queues (`common/src/queue/migrate.rs`).
+async fn migrate_queues(config: &Config) -> anyhow::Result<()> {
+    let topology = gatehouse_common::queue::Topology::from_config(config);
+    let conn = gatehouse_common::queue::connect(&config.amqp_url, "gatehouse-admin")
+        .await
+        .context("connect to RabbitMQ")?;
+    let report = gatehouse_common::queue::migrate::migrate(&conn, &topology).await;
+    let _ = conn.close(200, "done".into()).await;
+    let report = report.context("migrate the queues")?;
+    println!("{}", serde_json::json!({ "queues": report }));
+    Ok(())
 }

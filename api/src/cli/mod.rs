@@ -74,6 +74,11 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// RabbitMQ queues.
+    Queues {
+        #[command(subcommand)]
+        command: QueuesCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +90,13 @@ pub enum AuditCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueuesCommand {
+    /// Move the classic queues of an older deployment to the quorum topology (stop the
+    /// workers first; idempotent, resumable). Prints what happened to each queue.
+    Migrate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -455,9 +455,13 @@ async fn create(
             &actor,
         )
         .await?;
-        state.dispatch_notify.notify_one();
     }
     tx.commit().await?;
+    if job.is_some() {
+        // (The job and its batch commit separately: this point is after both.)
+        gatehouse_common::fault::point(&state.config, gatehouse_common::fault::API_AFTER_COMMIT);
+        state.dispatch_notify.notify_one();
+    }
     let mut found = load(
         &state,
         tenant,

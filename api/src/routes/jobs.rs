@@ -375,6 +375,10 @@ async fn answer(
     let visible = principal.job_visibility(&actor);
     match submitted {
         Submitted::Created(job) => {
+            gatehouse_common::fault::point(
+                &state.config,
+                gatehouse_common::fault::API_AFTER_COMMIT,
+            );
             state.dispatch_notify.notify_one();
             let count = job.total;
             metrics::counter!("gatehouse_api_jobs_submitted_total", "kind" => kind.as_str())

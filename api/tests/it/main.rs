@@ -8,6 +8,7 @@ mod bulk;
 mod capacity;
 mod cli;
 mod connections;
+mod delivery_faults;
 mod durability;
 mod hardening;
 mod identity;

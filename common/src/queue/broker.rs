@@ -51,6 +51,38 @@ impl Publisher {
         payload: &[u8],
         headers: FieldTable,
     ) -> Result<(), QueueError> {
+        self.publish_expiring(exchange, routing_key, payload, headers, None)
+            .await
+    }
+
+    /// [`Publisher::publish`] with a per-message TTL (`expiration`), for the delay queues.
+    pub async fn publish_expiring(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        headers: FieldTable,
+        expiration: Option<std::time::Duration>,
+    ) -> Result<(), QueueError> {
+        let mut properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into())
+            .with_headers(headers);
+        if let Some(ttl) = expiration {
+            properties = properties.with_expiration(ttl.as_millis().to_string().into());
+        }
+        self.publish_properties(exchange, routing_key, payload, properties)
+            .await
+    }
+
+    /// Publishes `payload` with exactly `properties` (mandatory), waiting for the confirm.
+    pub async fn publish_properties(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<(), QueueError> {
         let confirm = self
             .channel
             .basic_publish(
@@ -61,10 +93,7 @@ impl Publisher {
                     ..BasicPublishOptions::default()
                 },
                 payload,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type("application/json".into())
-                    .with_headers(headers),
+                properties,
             )
             .await
             .map_err(QueueError::amqp("publish"))?
@@ -85,17 +114,15 @@ pub struct Broker {
     url: String,
     name: String,
     topology: super::Topology,
-    retry_delay_ms: u64,
     inner: tokio::sync::Mutex<Option<(Connection, Publisher)>>,
 }
 
 impl Broker {
-    pub fn new(url: &str, name: &str, topology: super::Topology, retry_delay_ms: u64) -> Self {
+    pub fn new(url: &str, name: &str, topology: super::Topology) -> Self {
         Self {
             url: url.to_string(),
             name: name.to_string(),
             topology,
-            retry_delay_ms,
             inner: tokio::sync::Mutex::new(None),
         }
     }
@@ -119,9 +146,7 @@ impl Broker {
         let connect = async {
             let conn = connect(&self.url, &self.name).await?;
             let publisher = Publisher::new(&conn).await?;
-            self.topology
-                .declare(publisher.channel(), self.retry_delay_ms)
-                .await?;
+            self.topology.declare(publisher.channel()).await?;
             Ok::<_, QueueError>((conn, publisher))
         };
         let (conn, publisher) = tokio::time::timeout(std::time::Duration::from_secs(10), connect)

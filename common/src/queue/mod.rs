@@ -3,11 +3,12 @@
 
 mod broker;
 mod message;
+pub mod migrate;
 mod topology;
 
 pub use broker::{Broker, Publisher, connect};
 pub use message::{ChunkMessage, QueueMessage, routing_key};
-pub use topology::Topology;
+pub use topology::{QueueSpec, RetryTier, Topology};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -25,6 +26,8 @@ pub enum QueueError {
     Timeout,
     #[error("the consumer was closed by the broker")]
     Closed,
+    #[error("queue {queue} has {consumers} consumer(s): stop the workers first")]
+    InUse { queue: String, consumers: u32 },
     #[error("message encoding failed")]
     Encode(#[source] serde_json::Error),
 }

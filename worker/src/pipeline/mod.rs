@@ -21,6 +21,7 @@ use gatehouse_common::{
     types::JobKind,
 };
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::{
     batcher::ModelHandle,
@@ -49,6 +50,10 @@ pub enum TransientError {
     Database(sqlx::Error),
     #[error("model error")]
     Model(#[from] ModelError),
+    /// `GATEHOUSE_CHUNK_DEADLINE_MS` passed since the delivery: abandoned before RabbitMQ's
+    /// consumer timeout would close the channel (and every other delivery on it).
+    #[error("chunk deadline exceeded (GATEHOUSE_CHUNK_DEADLINE_MS)")]
+    Deadline,
 }
 
 impl From<sqlx::Error> for TransientError {
@@ -98,13 +103,56 @@ struct Processed {
     model_names: String,
 }
 
+/// A failed attempt the consumer retries, with the attempt number (0: not even claimed)
+/// that picks its backoff tier.
+#[derive(Debug, thiserror::Error)]
+#[error("attempt {attempt}: {error}")]
+pub struct Failure {
+    pub attempt: i32,
+    #[source]
+    pub error: TransientError,
+}
+
+/// What an error means for the delivery — the error's kind decides, never the call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The next attempt may succeed: retry with backoff.
+    Transient,
+    /// No attempt can succeed: fail the items with the reason, dead-letter the message.
+    Permanent,
+}
+
+impl PolicyLoadError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            PolicyLoadError::Database(_) => ErrorKind::Transient,
+            PolicyLoadError::Invalid { .. } => ErrorKind::Permanent,
+        }
+    }
+}
+
 impl Pipeline {
-    pub async fn process(&self, chunk: &ChunkMessage) -> Result<Outcome, TransientError> {
+    /// Claims and processes one chunk. Work after the claim is abandoned at `deadline` (a
+    /// transient failure: retried), so no delivery outlives RabbitMQ's consumer timeout.
+    pub async fn process(
+        &self,
+        chunk: &ChunkMessage,
+        deadline: tokio::time::Instant,
+    ) -> Result<Outcome, Failure> {
         let cached = self.policies.cached_versions(chunk.tenant_id);
-        let Some(claim) = store::claim(&self.pool, chunk, &cached).await? else {
+        let claim = store::claim(&self.pool, chunk, &cached)
+            .instrument(tracing::info_span!("claim"))
+            .await
+            .map_err(|e| Failure {
+                attempt: 0,
+                error: e.into(),
+            })?;
+        let Some(claim) = claim else {
             return Ok(Outcome::Duplicate);
         };
+        let attempt = claim.attempts;
         if claim.attempts > self.max_attempts {
+            // Not under the deadline: giving up must always be possible.
             let reason = format!(
                 "gave up after {} attempts{}",
                 claim.attempts - 1,
@@ -116,30 +164,57 @@ impl Pipeline {
             );
             return self
                 .give_up(chunk, &claim, ItemError::new("attempts_exhausted", reason))
-                .await;
+                .await
+                .map_err(|error| Failure { attempt, error });
         }
+        match tokio::time::timeout_at(deadline, self.run(chunk, &claim)).await {
+            Ok(result) => result.map_err(|error| Failure { attempt, error }),
+            Err(_) => {
+                metrics::counter!("gatehouse_worker_chunk_deadline_exceeded_total").increment(1);
+                Err(Failure {
+                    attempt,
+                    error: TransientError::Deadline,
+                })
+            }
+        }
+    }
+
+    async fn run(&self, chunk: &ChunkMessage, claim: &Claim) -> Result<Outcome, TransientError> {
         if claim.started_job {
             metrics::histogram!("gatehouse_queue_wait_seconds", "lane" => chunk.lane.as_str())
                 .record(claim.waited.as_secs_f64());
         }
+        // Queue wait (accepted → claimed), on the chunk's span.
+        tracing::info!(
+            queue_wait_ms = claim.waited.as_millis() as u64,
+            attempt = claim.attempts,
+            items = claim.items.len(),
+            "claimed"
+        );
         let started = Instant::now();
         let options = match &claim.options {
             Ok(options) => options.clone(),
             Err(message) => {
                 let error = ItemError::new("invalid_options", message.clone());
-                return self.give_up(chunk, &claim, error).await;
+                return self.give_up(chunk, claim, error).await;
             }
         };
         let processed = match options {
-            JobOptions::Moderate(_) => match self.moderate(chunk, &claim).await {
+            JobOptions::Moderate(_) => match self.moderate(chunk, claim).await {
                 Ok(p) => p,
-                Err(Step::Permanent(error)) => return self.give_up(chunk, &claim, error).await,
+                Err(Step::Permanent(error)) => return self.give_up(chunk, claim, error).await,
                 Err(Step::Transient(e)) => return Err(e),
             },
             JobOptions::Translate(options) => {
                 let handle = self.translator()?;
                 let texts: Vec<&str> = claim.items.iter().map(|(_, t)| t.as_str()).collect();
-                let results = translate::items(handle, &options, &texts).await;
+                let results = translate::items(handle, &options, &texts)
+                    .instrument(tracing::info_span!(
+                        "inference",
+                        items = texts.len(),
+                        translate = true
+                    ))
+                    .await;
                 Processed {
                     outcomes: claim.items.iter().map(|(i, _)| *i).zip(results).collect(),
                     models: Vec::new(),
@@ -149,15 +224,16 @@ impl Pipeline {
             }
             JobOptions::ModerateTranslate(options) => {
                 let handle = self.translator()?;
-                let moderated = match self.moderate(chunk, &claim).await {
+                let moderated = match self.moderate(chunk, claim).await {
                     Ok(p) => p,
-                    Err(Step::Permanent(error)) => return self.give_up(chunk, &claim, error).await,
+                    Err(Step::Permanent(error)) => return self.give_up(chunk, claim, error).await,
                     Err(Step::Transient(e)) => return Err(e),
                 };
-                chain(handle, &options, &claim, moderated).await
+                chain(handle, &options, claim, moderated).await
             }
         };
         let audit = json!({
+            "trace_id": gatehouse_common::trace::current().map(|t| t.trace_id_hex()),
             "model": processed.model_names,
             "items": processed.outcomes.len(),
             "item_start": chunk.item_start,
@@ -165,6 +241,7 @@ impl Pipeline {
             "attempt": claim.attempts,
             "duration_ms": started.elapsed().as_millis() as u64,
         });
+        let store_span = tracing::info_span!("store", items = processed.outcomes.len());
         let applied = store::complete(
             &self.pool,
             Completion {
@@ -178,6 +255,7 @@ impl Pipeline {
                 default_retention_days: self.default_retention_days,
             },
         )
+        .instrument(store_span)
         .await?;
         metrics::histogram!("gatehouse_worker_chunk_seconds", "kind" => chunk.kind.as_str())
             .record(started.elapsed().as_secs_f64());
@@ -205,11 +283,9 @@ impl Pipeline {
                 claim.policy.clone(),
             )
             .await
-            .map_err(|e| match e {
-                PolicyLoadError::Database(e) => Step::Transient(e.into()),
-                invalid @ PolicyLoadError::Invalid { .. } => {
-                    Step::Permanent(ItemError::new("invalid_policy", invalid.to_string()))
-                }
+            .map_err(|e| match (e.kind(), e) {
+                (ErrorKind::Transient, PolicyLoadError::Database(db)) => Step::Transient(db.into()),
+                (_, e) => Step::Permanent(ItemError::new("invalid_policy", e.to_string())),
             })?;
         let texts: Vec<String> = claim.items.iter().map(|(_, t)| t.clone()).collect();
         let runs = self
@@ -217,6 +293,11 @@ impl Pipeline {
             .iter()
             .map(|model| model.classify_in(texts.clone(), chunk.lane));
         let per_model = futures_util::future::try_join_all(runs)
+            .instrument(tracing::info_span!(
+                "inference",
+                items = texts.len(),
+                models = self.moderation.len()
+            ))
             .await
             .map_err(|e| Step::Transient(e.into()))?;
         let models: Vec<ChunkModel> = self
@@ -341,7 +422,13 @@ async fn chain(
         .iter()
         .map(|n| texts.get(&moderated.outcomes[*n].0).copied().unwrap_or(""))
         .collect();
-    let translated = translate::items(handle, &options.translate(), &eligible_texts).await;
+    let translated = translate::items(handle, &options.translate(), &eligible_texts)
+        .instrument(tracing::info_span!(
+            "inference",
+            items = eligible_texts.len(),
+            translate = true
+        ))
+        .await;
     let mut translations: Vec<Option<StoredOutcome>> =
         (0..moderated.outcomes.len()).map(|_| None).collect();
     for (n, outcome) in eligible.into_iter().zip(translated) {
