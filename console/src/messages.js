@@ -76,7 +76,7 @@ const en = {
   'usage.jobs': 'jobs', 'usage.failed_items': 'failed items', 'usage.total': 'total {n}', 'usage.quotas': 'Quotas',
   'usage.unlimited': 'unlimited', 'usage.resets': 'resets {d}',
   'quota.daily_items': 'Items per day', 'quota.daily_characters': 'Characters per day',
-  'audit.action': 'Action', 'audit.actor': 'Actor', 'audit.outcome': 'Outcome', 'audit.since': 'Since',
+  'audit.tenant': 'Tenant', 'audit.load': 'Load', 'audit.action': 'Action', 'audit.actor': 'Actor', 'audit.outcome': 'Outcome', 'audit.since': 'Since',
   'audit.any': 'any', 'audit.time': 'Time', 'audit.details': 'Details', 'audit.export_csv': 'Export CSV',
   'audit.export_jsonl': 'Export JSONL', 'audit.count': '{n} of {total} records',
 }
@@ -157,7 +157,7 @@ const zh = {
   'usage.jobs': '任务', 'usage.failed_items': '失败条目', 'usage.total': '合计 {n}', 'usage.quotas': '配额',
   'usage.unlimited': '不限', 'usage.resets': '{d} 重置',
   'quota.daily_items': '每日条目', 'quota.daily_characters': '每日字符',
-  'audit.action': '操作', 'audit.actor': '操作者', 'audit.outcome': '结果', 'audit.since': '起始日期',
+  'audit.tenant': '租户', 'audit.load': '加载', 'audit.action': '操作', 'audit.actor': '操作者', 'audit.outcome': '结果', 'audit.since': '起始日期',
   'audit.any': '全部', 'audit.time': '时间', 'audit.details': '详情', 'audit.export_csv': '导出 CSV',
   'audit.export_jsonl': '导出 JSONL', 'audit.count': '{n} / {total} 条记录',
 }

@@ -123,7 +123,7 @@ describe('console in Chromium', { skip: !URL_ && 'CONSOLE_URL not set (run throu
       await context.close()
     }
     const { context, page } = await signIn('root', { tenant: null })
-    assert.deepEqual(await menu(page), ['tenants', 'usage'], "the operator's menu")
+    assert.deepEqual(await menu(page), ['audit', 'tenants', 'usage'], "the operator's menu")
     await page.getByTestId('nav-tenants').click()
     await page.getByTestId('tenants-table').locator('td.mono', { hasText: TENANT }).first().waitFor()
     await shot(page, 'operator-tenants')
