@@ -16,6 +16,11 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/audit", get(list))
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "admin", operation_id = "listAudit",
+    params(PageQuery),
+    responses((status = 200, description = "The tenant's audit records, newest first", body = Page<AuditRecord>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,

@@ -33,7 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/keys/{id}", delete(revoke).patch(change))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: Line<100>,
@@ -51,6 +51,11 @@ fn with_secret(key: &ApiKey, token: String) -> Value {
     value
 }
 
+#[utoipa::path(
+    post, path = "/v1/keys", tag = "admin", operation_id = "createKey",
+    request_body = CreateKey,
+    responses((status = 201, description = "The key, with its secret (shown once)", body = crate::openapi::ApiKeyWithSecret)),
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -111,6 +116,11 @@ async fn create(
     Ok((StatusCode::CREATED, Json(with_secret(&key, token))))
 }
 
+#[utoipa::path(
+    get, path = "/v1/keys", tag = "admin", operation_id = "listKeys",
+    params(PageQuery),
+    responses((status = 200, description = "The tenant's keys", body = Page<ApiKey>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -128,6 +138,11 @@ async fn list(
     Ok(Json(Page::new(keys, limit, |k| k.key_id.to_string())))
 }
 
+#[utoipa::path(
+    post, path = "/v1/keys/{id}/rotate", tag = "admin", operation_id = "rotateKey",
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the same secret")),
+    responses((status = 200, description = "The key with its new secret", body = crate::openapi::ApiKeyWithSecret)),
+)]
 async fn rotate(
     State(state): State<AppState>,
     principal: Principal,
@@ -155,6 +170,10 @@ async fn rotate(
     Ok(Json(value))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/keys/{id}", tag = "admin", operation_id = "revokeKey",
+    responses((status = 200, description = "The revoked key", body = ApiKey)),
+)]
 async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -174,13 +193,18 @@ async fn revoke(
     .ok_or(ApiError::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeKey {
     rate_limits: RateSettings,
 }
 
 /// `PATCH /v1/keys/{id}` `{"rate_limits": {...}}`: a tenant admin sets a key's own limits.
+#[utoipa::path(
+    patch, path = "/v1/keys/{id}", tag = "admin", operation_id = "updateKey",
+    request_body = ChangeKey,
+    responses((status = 200, description = "The key", body = ApiKey)),
+)]
 async fn change(
     State(state): State<AppState>,
     principal: Principal,

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod auth;
 pub mod batches;
+pub mod docs;
 pub mod files;
 pub mod health;
 pub mod job_actions;
@@ -44,12 +45,17 @@ pub fn router(max_file_bytes: u64) -> Router<AppState> {
         .merge(usage::router())
         .merge(webhook_endpoints::router())
         .merge(webhook_messages::router())
+        .merge(docs::router())
 }
 
 /// `?limit=&after=`: keyset pagination over time-ordered ids.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    /// The last id of the previous page (its `next_after`).
     pub after: Option<String>,
 }
 
@@ -82,7 +88,7 @@ impl PageQuery {
 }
 
 /// `{"data": [...], "next_after": "<id>" | null}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_after: Option<String>,

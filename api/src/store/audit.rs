@@ -43,13 +43,14 @@ pub async fn record_outcome(
 }
 
 /// One audit record as the API shows it.
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditRecord {
     #[serde(rename = "id")]
     pub audit_id: i64,
     pub actor: String,
     pub action: String,
     pub outcome: String,
+    #[schema(value_type = Option<String>)]
     pub client_ip: Option<ipnet::IpNet>,
     pub job_id: Option<gatehouse_common::types::JobId>,
     pub chunk_index: Option<i32>,

@@ -17,11 +17,13 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
 /// One line of the results stream.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResultLine {
     pub index: i32,
     pub custom_id: Option<String>,
     pub status: ItemStatus,
+    /// The item's result (moderation, translation or both; see the README).
+    #[schema(value_type = Option<Object>)]
     pub result: Option<ItemResult>,
     pub error: Option<ItemError>,
 }

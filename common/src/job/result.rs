@@ -176,7 +176,7 @@ pub struct TranslationResult {
 }
 
 /// Why an item failed: a stable code and a human message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemError {
     pub code: String,
     pub message: String,
