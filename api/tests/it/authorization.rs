@@ -55,6 +55,9 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
+    OpenApiJson,
+    DocsPage,
+    DocsAsset,
     Jwks,
     Login,
     Token,
@@ -121,6 +124,7 @@ use Route::*;
 const MATRIX: &[(&[Route], [Expect; 7])] = &[
     //                                                 oper adm rev guest key ktok anon
     (&[Healthz, Readyz, Metrics],                     [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
+    (&[OpenApiJson, DocsPage, DocsAsset],             [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
     (&[Jwks],                                         [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
     (&[Login],                                        [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
     (&[Token],                                        [F,   F,  F,  F,    Y,  F,   U]),
@@ -286,6 +290,9 @@ impl World {
             Healthz => Req::new(Method::GET, "/healthz", None),
             Readyz => Req::new(Method::GET, "/readyz", None),
             Metrics => Req::new(Method::GET, "/metrics", None),
+            OpenApiJson => Req::new(Method::GET, "/openapi.json", None),
+            DocsPage => Req::new(Method::GET, "/docs", None),
+            DocsAsset => Req::new(Method::GET, "/docs/swagger-ui.css", None),
             Jwks => Req::new(Method::GET, "/.well-known/jwks.json", None),
             Login => Req::new(
                 Method::POST,
@@ -847,7 +854,7 @@ async fn every_cell_of_the_routes_table() {
 
     // The matrix covers every route exactly once.
     let covered: Vec<Route> = MATRIX.iter().flat_map(|(r, _)| r.iter().copied()).collect();
-    assert_eq!(covered.len(), 59, "every route of the table, once");
+    assert_eq!(covered.len(), 62, "every route of the table, once");
 
     let mut failures = Vec::new();
     let mut cells = 0;
@@ -874,7 +881,7 @@ async fn every_cell_of_the_routes_table() {
             }
         }
     }
-    assert_eq!(cells, 59 * 7);
+    assert_eq!(cells, 62 * 7);
 
     // The principals survived their own ✅ cells (throwaway targets only).
     for who in COLUMNS.iter().copied().filter(|w| *w != Who::Anonymous) {
