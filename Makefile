@@ -14,7 +14,7 @@ API_BIN := target/debug/gatehouse-api
 # Name prefix of the databases, queues and exchanges the tests create.
 TEST_PREFIX ?= gh_test_
 
-.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate openapi
+.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate openapi fuzz-api
 
 help: ## List the targets
 	@echo "Gatehouse make targets:"
@@ -87,6 +87,9 @@ loadtest-bulk: ## 100,000-line JSONL upload -> job -> results (MB/s, items/s, ap
 	bash loadtest/bulk.sh
 loadtest-webhooks: ## Webhook delivery lag (job completed -> webhook received) on an idle system, p50/p99
 	bash loadtest/webhooks.sh
+
+fuzz-api: services models build ## Schemathesis against a live stack (api + worker, private db/queues) from openapi.json
+	bash scripts/fuzz-api.sh
 
 openapi: ## Regenerate openapi.json (the OpenAPI 3.1 description) from the code
 	$(CARGO) run -q -p gatehouse-api -- openapi > openapi.json

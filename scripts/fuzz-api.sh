@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# `make fuzz-api`: Schemathesis (pinned in scripts/requirements.txt) against a live stack —
+# gatehouse-api + gatehouse-worker on a private database, queue prefix and free ports, real
+# Postgres, RabbitMQ and Redis — driven by the committed openapi.json, authenticated as a real
+# tenant admin (a JWT from POST /v1/auth/login), so requests reach the handlers.
+#
+# Every check runs (no 5xx, status codes, content types, headers and bodies as documented,
+# invalid input refused, valid input accepted, …); it fails on any failure. Bounded: at most
+# FUZZ_MAX_EXAMPLES cases per operation and phase (default 15), FUZZ_MAX_TIME seconds in all.
+#
+# Env: GATEHOUSE_BIN_DIR (default target/debug), FUZZ_MAX_EXAMPLES, FUZZ_MAX_TIME (default
+#      240), FUZZ_SEED (default: random; printed), FUZZ_KEEP=1 keeps the database and logs.
+# Logs and the report: .cache/fuzz/ (api.log, worker.log, report/).
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+cd "$REPO_ROOT"
+
+BIN_DIR="${GATEHOUSE_BIN_DIR:-target/debug}"
+API_BIN="$BIN_DIR/gatehouse-api"
+WORKER_BIN="$BIN_DIR/gatehouse-worker"
+OUT="$REPO_ROOT/.cache/fuzz"
+MAX_EXAMPLES="${FUZZ_MAX_EXAMPLES:-15}"
+MAX_TIME="${FUZZ_MAX_TIME:-240}"
+SEED="${FUZZ_SEED:-$RANDOM$RANDOM}"
+
+die() { echo "fuzz-api: ERROR: $*" >&2; exit 1; }
+for bin in "$API_BIN" "$WORKER_BIN"; do
+    [[ -x "$bin" ]] || die "$bin not found: run \`make build\`"
+done
+PY="$(bash "$SCRIPT_DIR/python-env.sh" | tail -n 1)"
+ST="$(dirname "$PY")/schemathesis"
+[[ -x "$ST" ]] || die "schemathesis is not in the venv ($ST)"
+
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# A private stack: its own database, queue/Redis prefix and ports (like the tests' TestEnv).
+RUN="gh_fuzz_$(date +%s)_$$"
+export GATEHOUSE_DATABASE_URL="postgres://postgres@127.0.0.1:5432/$RUN"
+export GATEHOUSE_QUEUE_PREFIX="$RUN"
+export GATEHOUSE_REDIS_PREFIX="$RUN"
+API_PORT="$(free_port)"
+WORKER_PORT="$(free_port)"
+export GATEHOUSE_API_LISTEN="127.0.0.1:$API_PORT"
+export GATEHOUSE_WORKER_LISTEN="127.0.0.1:$WORKER_PORT"
+export GATEHOUSE_MODERATION_MODELS="${GATEHOUSE_MODERATION_MODELS:-toxic-bilstm}"
+export GATEHOUSE_ORT_INTRA_THREADS="${GATEHOUSE_ORT_INTRA_THREADS:-1}"
+export NO_COLOR=1
+API_URL="http://127.0.0.1:$API_PORT"
+
+rm -rf "$OUT" && mkdir -p "$OUT"
+API_PID=""
+WORKER_PID=""
+cleanup() {
+    local pid
+    for pid in "$API_PID" "$WORKER_PID"; do
+        [[ -n "$pid" ]] && kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "$API_PID" "$WORKER_PID"; do
+        [[ -n "$pid" ]] && wait "$pid" 2>/dev/null || true
+    done
+    if [[ "${FUZZ_KEEP:-}" != 1 ]]; then
+        psql -h 127.0.0.1 -U postgres -d postgres -Xqc "DROP DATABASE IF EXISTS \"$RUN\" WITH (FORCE)" >/dev/null 2>&1 || true
+        if command -v rabbitmqctl >/dev/null 2>&1; then
+            for q in $(rabbitmqctl -q list_queues name 2>/dev/null | grep "^$RUN" || true); do
+                rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+            done
+        fi
+    fi
+}
+trap cleanup EXIT
+
+echo "==> stack: database and queue prefix $RUN, api $API_URL, worker :$WORKER_PORT"
+"$API_BIN" migrate
+"$API_BIN" serve >"$OUT/api.log" 2>&1 &
+API_PID=$!
+"$WORKER_BIN" >"$OUT/worker.log" 2>&1 &
+WORKER_PID=$!
+for _ in $(seq 1 120); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$API_URL/readyz" || true)" == 200 ]] && break
+    kill -0 "$API_PID" 2>/dev/null || { tail -n 30 "$OUT/api.log" >&2; die "the api exited"; }
+    sleep 0.5
+done
+[[ "$(curl -s -o /dev/null -w '%{http_code}' "$API_URL/readyz" || true)" == 200 ]] || die "the api is not ready"
+
+echo "==> a tenant, its admin, a login"
+field() { "$PY" -c 'import json, sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])[sys.argv[1]])' "$1"; }
+TENANT="$("$API_BIN" admin tenant create --name "Fuzz" --slug fuzz | field id)"
+PASSWORD="fuzzing passphrase $RANDOM$RANDOM"
+echo "$PASSWORD" | "$API_BIN" admin user create --tenant "$TENANT" --username fuzzer --role admin >/dev/null
+TOKEN="$(curl -sS "$API_URL/v1/auth/login" -H 'Content-Type: application/json' \
+    -d "{\"tenant\": \"fuzz\", \"username\": \"fuzzer\", \"password\": \"$PASSWORD\"}" | field access_token)"
+[[ "$TOKEN" == ey* ]] || die "no token from POST /v1/auth/login"
+
+# The document the stack serves is the committed one (the drift test guards the code side).
+curl -sS "$API_URL/openapi.json" | cmp -s - openapi.json || die "GET /openapi.json differs from openapi.json: run \`make openapi\`"
+
+echo "==> schemathesis $("$ST" --version | awk '{print $NF}') (seed $SEED, $MAX_EXAMPLES examples per operation, at most ${MAX_TIME}s)"
+status=0
+"$ST" run openapi.json \
+    --url "$API_URL" \
+    -H "Authorization: Bearer $TOKEN" \
+    --checks all \
+    --phases examples,coverage,fuzzing \
+    --max-examples "$MAX_EXAMPLES" \
+    --max-time "$MAX_TIME" \
+    --seed "$SEED" \
+    --workers 2 \
+    --request-timeout 30 \
+    --suppress-health-check all \
+    --report junit --report-dir "$OUT/report" \
+    || status=$?
+
+if grep -qE 'panicked at' "$OUT/api.log" "$OUT/worker.log"; then
+    grep -E -A2 'panicked at' "$OUT/api.log" "$OUT/worker.log" | head -n 20 >&2
+    die "a process panicked during the run"
+fi
+if ((status != 0)); then
+    echo "fuzz-api: schemathesis found failures (seed $SEED; logs in .cache/fuzz/)" >&2
+    exit "$status"
+fi
+echo "fuzz-api: ok (seed $SEED)"
