@@ -4,8 +4,12 @@
 # Postgres, RabbitMQ and Redis — driven by the committed openapi.json, authenticated as a real
 # tenant admin (a JWT from POST /v1/auth/login), so requests reach the handlers.
 #
-# Every check runs (no 5xx, status codes, content types, headers and bodies as documented,
-# invalid input refused, valid input accepted, …); it fails on any failure. Bounded: at most
+# Every check runs but one (no 5xx, status codes, content types, headers and bodies as
+# documented, schema-invalid input refused, authentication enforced, …); it fails on any
+# failure. Left out: `positive_data_acceptance` ("schema-valid input accepted"): much of the
+# validation is not expressible in a schema (scopes the tenant grants, a webhook URL that
+# resolves to a public address, a file or cursor that exists, a password's strength), so
+# schema-valid requests are rightly refused with 422/400 and their problem `code`. Bounded: at most
 # FUZZ_MAX_EXAMPLES cases per operation and phase (default 15), FUZZ_MAX_TIME seconds in all.
 #
 # Env: GATEHOUSE_BIN_DIR (default target/debug), FUZZ_MAX_EXAMPLES, FUZZ_MAX_TIME (default
@@ -102,11 +106,12 @@ status=0
     --url "$API_URL" \
     -H "Authorization: Bearer $TOKEN" \
     --checks all \
+    --exclude-checks positive_data_acceptance \
     --phases examples,coverage,fuzzing \
     --max-examples "$MAX_EXAMPLES" \
     --max-time "$MAX_TIME" \
     --seed "$SEED" \
-    --workers 2 \
+    --workers 1 \
     --request-timeout 30 \
     --suppress-health-check all \
     --report junit --report-dir "$OUT/report" \

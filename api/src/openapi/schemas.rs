@@ -220,6 +220,7 @@ pub struct FileUpload {
     #[schema(value_type = String, format = Binary)]
     pub file: Vec<u8>,
     /// `batch`, `jobs` or `user_data`.
+    #[schema(pattern = "^(batch|jobs|user_data)$")]
     pub purpose: String,
 }
 

@@ -81,7 +81,10 @@ fn throttled(retry_after: std::time::Duration) -> ApiError {
 #[utoipa::path(
     post, path = "/v1/auth/login", tag = "auth", operation_id = "login",
     request_body = Login,
-    responses((status = 200, description = "A JWT for the user", body = IssuedToken)),
+    responses(
+        (status = 200, description = "A JWT for the user", body = IssuedToken),
+        (status = 401, description = "Unknown tenant or user, or a wrong password (never which)", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
 )]
 async fn login(
     State(state): State<AppState>,

@@ -58,6 +58,7 @@ struct UpdateOwnTenant {
     ip_allowlist: Option<Vec<String>>,
     /// Days job texts and results are kept, 1–3650.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     retention_days: Option<i32>,
 }
 
@@ -262,9 +263,11 @@ struct UpdateTenant {
     rate_limits: Option<RateSettings>,
     /// Share of the workers against other tenants, 1–100 (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     weight: Option<i32>,
     /// Days job texts and results are kept, 1–3650 (default `GATEHOUSE_DEFAULT_RETENTION_DAYS`).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     retention_days: Option<i32>,
 }
 

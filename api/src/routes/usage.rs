@@ -45,7 +45,10 @@ struct UsageQuery {
 #[utoipa::path(
     get, path = "/v1/usage", tag = "admin", operation_id = "usage",
     params(UsageQuery),
-    responses((status = 200, description = "Usage per UTC day and kind", body = crate::openapi::Usage)),
+    responses(
+        (status = 200, description = "Usage per UTC day and kind", body = crate::openapi::Usage),
+        (status = 404, description = "`tenant` names another (or no) tenant", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
 )]
 async fn report(
     State(state): State<AppState>,

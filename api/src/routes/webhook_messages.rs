@@ -42,10 +42,19 @@ const DELIVERY_STATUSES: [&str; 4] = ["pending", "succeeded", "failed", "exhaust
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// The last id of the previous page (its `next_after`).
+    #[param(value_type = Option<MessageId>)]
     after: Option<String>,
+    /// Only events of this type (`job.completed`, …).
     event_type: Option<String>,
+    /// Only events for this endpoint.
+    #[param(value_type = Option<EndpointId>)]
     endpoint_id: Option<String>,
+    /// Only events with a delivery in this state.
+    #[param(value_type = Option<String>, pattern = "^(pending|succeeded|failed|exhausted)$")]
     status: Option<String>,
 }
 
@@ -154,6 +163,8 @@ async fn attempts(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RetryQuery {
+    /// Only the delivery to this endpoint.
+    #[param(value_type = Option<EndpointId>)]
     endpoint_id: Option<String>,
 }
 
