@@ -83,7 +83,7 @@ fn upload_error(error: UploadError) -> ApiError {
 #[utoipa::path(
     post, path = "/v1/files", tag = "files", operation_id = "uploadFile",
     request_body(content = crate::openapi::FileUpload, content_type = "multipart/form-data"),
-    responses((status = 201, description = "The stored file", body = files::File)),
+    responses((status = 200, description = "The stored file (as OpenAI's Files API: 200)", body = files::File)),
 )]
 async fn upload(
     State(state): State<AppState>,
@@ -259,9 +259,8 @@ async fn remove(
 #[utoipa::path(
     get, path = "/v1/files/{id}/content", tag = "files", operation_id = "fileContent",
     responses(
-        (status = 200, description = "The bytes (a batch's output or error file: its lines so far)", content(
-            (String = "application/octet-stream"),
-            (String = "application/x-ndjson"),
+        (status = 200, description = "The file's lines (a batch's output or error file: its lines so far)", content(
+            (String = "application/jsonl"),
         )),
         (status = 410, description = "Removed by retention (`expired`)", content_type = "application/problem+json", body = crate::openapi::Problem),
     ),
