@@ -85,32 +85,6 @@ impl<'de, const MAX: usize> Deserialize<'de> for Prose<MAX> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[derive(Debug, Deserialize)]
-    struct Body {
-        name: Line<5>,
-        #[serde(default)]
-        about: Option<Prose<10>>,
-    }
-
-    #[test]
-    fn lines_are_trimmed_and_checked() {
-        let b: Body = serde_json::from_str(r#"{"name": "  ab  "}"#).expect("ok");
-        assert_eq!(b.name.as_str(), "ab");
-        for bad in [r#""a\u0000""#, r#""abcdef""#, r#""a\tb""#, r#""   ""#] {
-            let err = serde_json::from_str::<Body>(&format!(r#"{{"name": {bad}}}"#))
-                .expect_err(bad)
-                .to_string();
-            assert!(err.starts_with('['), "{err}");
-        }
-        let b: Body = serde_json::from_str(r#"{"name": "x", "about": "a\nb"}"#).expect("prose");
-        assert_eq!(b.about.map(Prose::into_inner).as_deref(), Some("a\nb"));
-    }
-}
-
 /// In the OpenAPI description: a string of 1 to `MAX` characters without control characters
 /// (component `Line<MAX>`).
 impl<const MAX: usize> utoipa::PartialSchema for Line<MAX> {
@@ -148,5 +122,31 @@ impl<const MAX: usize> utoipa::PartialSchema for Prose<MAX> {
 impl<const MAX: usize> utoipa::ToSchema for Prose<MAX> {
     fn name() -> std::borrow::Cow<'static, str> {
         format!("Prose{MAX}").into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Body {
+        name: Line<5>,
+        #[serde(default)]
+        about: Option<Prose<10>>,
+    }
+
+    #[test]
+    fn lines_are_trimmed_and_checked() {
+        let b: Body = serde_json::from_str(r#"{"name": "  ab  "}"#).expect("ok");
+        assert_eq!(b.name.as_str(), "ab");
+        for bad in [r#""a\u0000""#, r#""abcdef""#, r#""a\tb""#, r#""   ""#] {
+            let err = serde_json::from_str::<Body>(&format!(r#"{{"name": {bad}}}"#))
+                .expect_err(bad)
+                .to_string();
+            assert!(err.starts_with('['), "{err}");
+        }
+        let b: Body = serde_json::from_str(r#"{"name": "x", "about": "a\nb"}"#).expect("prose");
+        assert_eq!(b.about.map(Prose::into_inner).as_deref(), Some("a\nb"));
     }
 }

@@ -168,9 +168,10 @@ impl Modify for Conventions {
             .schemas
             .insert("Problem".into(), RefOr::T(problems::problem_schema()));
         for (name, _, description, retry_after) in problems::RESPONSES {
-            components
-                .responses
-                .insert((*name).into(), problems::response(description, *retry_after));
+            components.responses.insert(
+                (*name).into(),
+                problems::response(description, *retry_after),
+            );
         }
         api.components = Some(components);
 

@@ -33,11 +33,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
         400,
         "a multipart upload that cannot be read",
     ),
-    (
-        "unreadable_body",
-        400,
-        "the request body could not be read",
-    ),
+    ("unreadable_body", 400, "the request body could not be read"),
     (
         "unauthorized",
         401,
@@ -64,11 +60,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
         408,
         "the request head or body arrived too slowly",
     ),
-    (
-        "duplicate_slug",
-        409,
-        "a tenant with that slug exists",
-    ),
+    ("duplicate_slug", 409, "a tenant with that slug exists"),
     (
         "duplicate_username",
         409,
@@ -150,11 +142,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
         "input lines refused (`on_invalid: reject`): `errors` lists the first, `invalid_lines` counts them",
     ),
     ("empty_text", 422, "a text or name is empty or blank"),
-    (
-        "text_too_long",
-        422,
-        "a text or name over its length",
-    ),
+    ("text_too_long", 422, "a text or name over its length"),
     (
         "invalid_text",
         422,
@@ -199,11 +187,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
         "more than `GATEHOUSE_MAX_MODERATION_INPUTS` inputs",
     ),
     ("invalid_input", 422, "an input that is not text"),
-    (
-        "unsupported_input",
-        422,
-        "an input type other than text",
-    ),
+    ("unsupported_input", 422, "an input type other than text"),
     ("unknown_file", 422, "`input_file_id` names no file"),
     ("missing_file", 422, "an upload without its `file` part"),
     (
@@ -223,11 +207,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
         "a batch `completion_window` other than `24h`",
     ),
     ("invalid_metadata", 422, "batch `metadata` over its bounds"),
-    (
-        "invalid_limit",
-        422,
-        "`limit` outside 1 to 200",
-    ),
+    ("invalid_limit", 422, "`limit` outside 1 to 200"),
     ("invalid_cursor", 422, "an `after` cursor of the wrong kind"),
     (
         "invalid_range",
@@ -240,11 +220,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
         422,
         "a scope that is unknown or not granted to the tenant",
     ),
-    (
-        "invalid_expiry",
-        422,
-        "a key `expires_at` in the past",
-    ),
+    ("invalid_expiry", 422, "a key `expires_at` in the past"),
     ("invalid_role", 422, "an unknown or forbidden role"),
     (
         "weak_password",
@@ -257,13 +233,13 @@ pub const CODES: &[(&str, u16, &str)] = &[
         "a login body of the wrong shape",
     ),
     ("invalid_slug", 422, "a slug that is not `a-z0-9-`"),
-    ("invalid_cidr", 422, "an IP allowlist entry that is not a CIDR"),
-    ("invalid_quota", 422, "a quota that is negative"),
     (
-        "invalid_rate_limit",
+        "invalid_cidr",
         422,
-        "a rate limit outside its range",
+        "an IP allowlist entry that is not a CIDR",
     ),
+    ("invalid_quota", 422, "a quota that is negative"),
+    ("invalid_rate_limit", 422, "a rate limit outside its range"),
     ("invalid_weight", 422, "a tenant weight outside 1 to 100"),
     (
         "invalid_retention",
@@ -338,11 +314,7 @@ pub const CODES: &[(&str, u16, &str)] = &[
         503,
         "every tenant's backlog is full, or too many synchronous requests wait (`Retry-After`)",
     ),
-    (
-        "headers_too_large",
-        431,
-        "the request head is too large",
-    ),
+    ("headers_too_large", 431, "the request head is too large"),
 ];
 
 /// The `Problem` schema.
@@ -379,7 +351,10 @@ pub fn problem_schema() -> Schema {
             "code",
             string("one of the codes in the table above").examples(["invalid_body", "not_found"]),
         )
-        .property("detail", string("for people; 5xx details are logged, not returned"))
+        .property(
+            "detail",
+            string("for people; 5xx details are logged, not returned"),
+        )
         .property(
             "field",
             string("the field to blame (400 and 422), e.g. `items[3].text`"),
@@ -413,7 +388,12 @@ pub fn problem_schema() -> Schema {
 
 /// The reusable error responses: (component name, status, description, `Retry-After`?).
 pub const RESPONSES: &[(&str, u16, &str, bool)] = &[
-    ("BadRequest", 400, "Malformed request or query parameter", false),
+    (
+        "BadRequest",
+        400,
+        "Malformed request or query parameter",
+        false,
+    ),
     (
         "Unauthorized",
         401,
@@ -432,7 +412,12 @@ pub const RESPONSES: &[(&str, u16, &str, bool)] = &[
         "No such resource (or another tenant's)",
         false,
     ),
-    ("RequestTimeout", 408, "The request arrived too slowly", false),
+    (
+        "RequestTimeout",
+        408,
+        "The request arrived too slowly",
+        false,
+    ),
     ("Conflict", 409, "Conflicts with the current state", false),
     ("PayloadTooLarge", 413, "The body is too large", false),
     (

@@ -47,7 +47,9 @@ fn router_routes() -> BTreeSet<(String, String)> {
     let endpoints = section(&debug, "routes: {");
     for entry in endpoints.split("RouteId(").skip(1) {
         let (id, rest) = entry.split_once(')').expect("route id");
-        let path = by_id.get(id).unwrap_or_else(|| panic!("route {id} has no path"));
+        let path = by_id
+            .get(id)
+            .unwrap_or_else(|| panic!("route {id} has no path"));
         for method in ["get", "post", "put", "patch", "delete"] {
             let field = format!("{method}: ");
             let handled = rest
@@ -91,8 +93,9 @@ fn section<'a>(debug: &'a str, start: &str) -> &'a str {
 
 #[test]
 fn the_committed_openapi_json_is_what_the_code_generates() {
-    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json"))
-        .expect("openapi.json at the repository root");
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.json"))
+            .expect("openapi.json at the repository root");
     let generated = openapi::json();
     if committed != generated {
         let line = committed
@@ -100,7 +103,9 @@ fn the_committed_openapi_json_is_what_the_code_generates() {
             .zip(generated.lines())
             .position(|(a, b)| a != b)
             .map_or_else(|| "the end".to_string(), |n| format!("line {}", n + 1));
-        panic!("openapi.json is stale (first difference at {line}); regenerate it with `{REGENERATE}`");
+        panic!(
+            "openapi.json is stale (first difference at {line}); regenerate it with `{REGENERATE}`"
+        );
     }
 }
 
@@ -243,7 +248,10 @@ fn every_problem_code_is_in_the_catalogue() {
         .expect("Problem description")
         .to_string();
     for code in catalogue {
-        assert!(described.contains(&format!("`{code}`")), "{code} in the Problem schema");
+        assert!(
+            described.contains(&format!("`{code}`")),
+            "{code} in the Problem schema"
+        );
     }
 }
 
@@ -272,7 +280,9 @@ async fn the_description_and_its_ui_are_served_without_credentials() {
     let init = h.call(Method::GET, "/docs/init.js", None, None).await;
     let init = String::from_utf8_lossy(&init.body).to_string();
     assert!(init.contains("\"/openapi.json\"") && init.contains("validatorUrl: null"));
-    let bundle = h.call(Method::GET, "/docs/swagger-ui-bundle.js", None, None).await;
+    let bundle = h
+        .call(Method::GET, "/docs/swagger-ui-bundle.js", None, None)
+        .await;
     assert!(bundle.content_type().starts_with("text/javascript"));
     assert!(bundle.body.len() > 1_000_000, "the bundle is embedded");
 
