@@ -51,6 +51,9 @@ export GATEHOUSE_WORKER_LISTEN="127.0.0.1:$WORKER_PORT"
 export GATEHOUSE_MODERATION_MODELS="${GATEHOUSE_MODERATION_MODELS:-toxic-bilstm}"
 export GATEHOUSE_ORT_INTRA_THREADS="${GATEHOUSE_ORT_INTRA_THREADS:-1}"
 export NO_COLOR=1
+# Webhook endpoints on this machine (the seeded one points at a closed local port).
+export GATEHOUSE_WEBHOOK_ALLOW_HTTP=true
+export GATEHOUSE_WEBHOOK_ALLOW_CIDRS=127.0.0.0/8
 API_URL="http://127.0.0.1:$API_PORT"
 
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -97,12 +100,42 @@ TOKEN="$(curl -sS "$API_URL/v1/auth/login" -H 'Content-Type: application/json' \
     -d "{\"tenant\": \"fuzz\", \"username\": \"fuzzer\", \"password\": \"$PASSWORD\"}" | field access_token)"
 [[ "$TOKEN" == ey* ]] || die "no token from POST /v1/auth/login"
 
+# One real resource of each kind, so the operations on `/{id}` reach their handlers with an id
+# that exists (Schemathesis sends these ids; everything else it generates).
+echo "==> seed: a job, a file, a batch, a key, a user, a webhook endpoint and message"
+api() { # METHOD PATH [JSON] -> response body; fails unless 2xx
+    local method="$1" path="$2" body="${3:-}"
+    if [[ -n "$body" ]]; then
+        curl -sS --fail-with-body -X "$method" "$API_URL$path" -H "Authorization: Bearer $TOKEN" \
+            -H 'Content-Type: application/json' -d "$body"
+    else
+        curl -sS --fail-with-body -X "$method" "$API_URL$path" -H "Authorization: Bearer $TOKEN"
+    fi
+}
+JOB="$(api POST /v1/jobs '{"kind": "moderate", "items": [{"custom_id": "a", "text": "have a nice day"}, {"text": "you are so dumb"}]}' | field id)"
+printf '%s\n' '{"custom_id": "r1", "method": "POST", "url": "/v1/moderations", "body": {"input": "hello"}}' \
+    '{"custom_id": "r2", "method": "POST", "url": "/v1/moderations", "body": {"input": ["a", "b"]}}' >"$OUT/batch.jsonl"
+FILE="$(curl -sS --fail-with-body "$API_URL/v1/files" -H "Authorization: Bearer $TOKEN" \
+    -F purpose=batch -F file=@"$OUT/batch.jsonl" | field id)"
+BATCH="$(api POST /v1/batches "{\"input_file_id\": \"$FILE\", \"endpoint\": \"/v1/moderations\", \"completion_window\": \"24h\"}" | field id)"
+KEY="$(api POST /v1/keys '{"name": "seeded", "scopes": ["moderate"]}' | field id)"
+USER="$(api POST /v1/users '{"username": "seeded", "password": "a seeded passphrase", "role": "reviewer"}' | field id)"
+ENDPOINT="$(api POST /v1/webhooks/endpoints '{"url": "http://127.0.0.1:9/hook"}' | field id)"
+MESSAGE="$(api POST "/v1/webhooks/endpoints/$ENDPOINT/test" | field id)"
+cat >"$OUT/schemathesis.toml" <<TOML
+# Written by scripts/fuzz-api.sh: the seeded ids.
+$(for pair in "jobs/:$JOB" "files/:$FILE" "batches/:$BATCH" "keys/:$KEY" "users/:$USER" \
+    "webhooks/endpoints/:$ENDPOINT" "webhooks/messages/:$MESSAGE"; do
+    printf '[[operations]]\ninclude-path-regex = "^/v1/%s"\nparameters = { "path.id" = "%s" }\n\n' "${pair%%:*}" "${pair#*:}"
+done)
+TOML
+
 # The document the stack serves is the committed one (the drift test guards the code side).
 curl -sS "$API_URL/openapi.json" | cmp -s - openapi.json || die "GET /openapi.json differs from openapi.json: run \`make openapi\`"
 
 echo "==> schemathesis $("$ST" --version | awk '{print $NF}') (seed $SEED, $MAX_EXAMPLES examples per operation, at most ${MAX_TIME}s)"
 status=0
-"$ST" run openapi.json \
+"$ST" --config-file "$OUT/schemathesis.toml" run openapi.json \
     --url "$API_URL" \
     -H "Authorization: Bearer $TOKEN" \
     --checks all \

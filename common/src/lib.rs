@@ -8,6 +8,7 @@ pub mod db;
 pub mod job;
 pub mod models;
 pub mod moderation;
+pub mod objects;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

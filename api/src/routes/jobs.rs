@@ -49,7 +49,10 @@ pub struct CreateJob {
     /// `["moderate", "translate"]` (= `moderate_translate`).
     #[serde(default)]
     pub pipeline: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_objects"
+    )]
     pub items: Option<Vec<ItemIn>>,
     /// A file uploaded with `POST /v1/files`: one item (or OpenAI batch request) per line.
     #[serde(default)]
@@ -64,7 +67,10 @@ pub struct CreateJob {
     #[serde(default)]
     pub dry_run: bool,
     /// `{"endpoint_id": "ep_…"}`: this job's webhook events go to that endpoint only.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_object"
+    )]
     pub webhook: Option<JobWebhook>,
 }
 

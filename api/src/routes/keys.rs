@@ -41,7 +41,10 @@ struct CreateKey {
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
     /// Per-key limits: `{"requests_per_minute": N, "items_per_minute": N}` (`null`: none).
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_object"
+    )]
     rate_limits: Option<RateSettings>,
 }
 
@@ -196,6 +199,7 @@ async fn revoke(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeKey {
+    #[serde(deserialize_with = "gatehouse_common::objects::object")]
     rate_limits: RateSettings,
 }
 

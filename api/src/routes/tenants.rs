@@ -256,10 +256,16 @@ struct UpdateTenant {
     #[serde(default)]
     ip_allowlist: Option<Vec<String>>,
     /// `{"daily_items": N, "daily_characters": N, "per_kind": {...}}`; `null` = unlimited.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_object"
+    )]
     quotas: Option<QuotaSettings>,
     /// `{"requests_per_minute": N, "items_per_minute": N}`; `null` = unlimited.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_object"
+    )]
     rate_limits: Option<RateSettings>,
     /// Share of the workers against other tenants, 1–100 (default 1).
     #[serde(default)]

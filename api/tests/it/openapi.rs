@@ -291,3 +291,96 @@ async fn the_description_and_its_ui_are_served_without_credentials() {
     assert_eq!(unknown.content_type(), "application/problem+json");
     h.teardown().await;
 }
+
+/// Found by `make fuzz-api`: nested objects given as arrays (serde reads a struct from a
+/// sequence of its fields) were accepted — `{"rate_limits": [null, null]}` removed a key's
+/// limits. The description says object; so does the api now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_objects_sent_as_arrays_are_refused() {
+    let h = Harness::new(&[], false).await;
+    let tenant = h.tenant_id().await;
+    crate::support::new_user(
+        &h.state,
+        Some(tenant),
+        "ada",
+        gatehouse_common::types::Role::Admin,
+    )
+    .await;
+    let admin = h.login(Some("acme"), "ada").await;
+    let key = h
+        .call(
+            Method::POST,
+            "/v1/keys",
+            Some(&admin),
+            Some(serde_json::json!({"name": "k", "scopes": ["moderate"]})),
+        )
+        .await;
+    assert_eq!(key.status, StatusCode::CREATED);
+    let id = key.json()["id"].as_str().expect("key id").to_string();
+    let cases = [
+        (
+            Method::PATCH,
+            format!("/v1/keys/{id}"),
+            serde_json::json!({"rate_limits": [null, null]}),
+            "rate_limits",
+        ),
+        (
+            Method::POST,
+            "/v1/keys".to_string(),
+            serde_json::json!({"name": "k2", "scopes": ["moderate"], "rate_limits": [5, 5]}),
+            "rate_limits",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs".to_string(),
+            serde_json::json!({"kind": "moderate", "items": [["a1", "text"]]}),
+            "items[0]",
+        ),
+        (
+            Method::POST,
+            "/v1/jobs".to_string(),
+            serde_json::json!({"kind": "moderate", "items": [{"text": "x"}], "webhook": ["ep_x"]}),
+            "webhook",
+        ),
+    ];
+    for (method, uri, body, field) in cases {
+        let reply = h
+            .call(method.clone(), &uri, Some(&admin), Some(body.clone()))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{method} {uri} {body}"
+        );
+        let problem = reply.json();
+        assert_eq!(problem["code"], "invalid_body", "{problem}");
+        assert_eq!(problem["field"], field, "{problem}");
+    }
+    // Objects still work, and errors inside them keep their path.
+    let ok = h
+        .call(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(&admin),
+            Some(serde_json::json!({"rate_limits": {"requests_per_minute": 10}})),
+        )
+        .await;
+    assert_eq!(
+        ok.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&ok.body)
+    );
+    assert_eq!(ok.json()["rate_limits"]["requests_per_minute"], 10);
+    let inner = h
+        .call(
+            Method::PATCH,
+            &format!("/v1/keys/{id}"),
+            Some(&admin),
+            Some(serde_json::json!({"rate_limits": {"requests_per_minute": "ten"}})),
+        )
+        .await;
+    assert_eq!(inner.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(inner.json()["field"], "rate_limits.requests_per_minute");
+    h.teardown().await;
+}

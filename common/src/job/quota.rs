@@ -43,7 +43,11 @@ pub struct DailyLimits {
 pub struct QuotaSettings {
     #[serde(flatten)]
     pub total: DailyLimits,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::objects::object_values"
+    )]
     pub per_kind: BTreeMap<JobKind, DailyLimits>,
 }
 
