@@ -15,7 +15,7 @@ API_BIN := target/debug/gatehouse-api
 TEST_PREFIX ?= gh_test_
 
 .PHONY: console console-screenshots
-.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate chaos chaos-short
+.PHONY: help services models build migrate demo stop test lint sqlx-prepare sqlx-check clean-test-data loadtest loadtest-fairness loadtest-bulk loadtest-webhooks bench-translate chaos chaos-short openapi fuzz-api
 
 help: ## List the targets
 	@echo "Gatehouse make targets:"
@@ -98,6 +98,12 @@ console: ## Build the web console into console/dist (npm ci + vite build; served
 console-screenshots: services models ## Run the console's browser suite and refresh docs/screenshots/*.png
 	bash scripts/build-console.sh >/dev/null && bash scripts/browser-env.sh >/dev/null
 	CONSOLE_SCREENSHOTS_DIR="$(CURDIR)/docs/screenshots" $(CARGO) test -p gatehouse-api --test console the_console_works_in_a_real_browser
+
+fuzz-api: services models build ## Schemathesis against a live stack (api + worker, private db/queues) from openapi.json
+	bash scripts/fuzz-api.sh
+
+openapi: ## Regenerate openapi.json (the OpenAPI 3.1 description) from the code
+	$(CARGO) run -q -p gatehouse-api -- openapi > openapi.json
 
 bench-translate: ## Greedy zh→en decode tokens/s: Rust engine (cargo bench, release) vs Python onnxruntime
 	$(CARGO) bench -p gatehouse-worker --bench translate

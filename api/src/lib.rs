@@ -13,6 +13,7 @@ pub mod identity;
 pub mod ingest;
 pub mod network;
 pub mod openai;
+pub mod openapi;
 pub mod policy;
 pub mod ratelimit;
 pub mod relay;

@@ -133,7 +133,19 @@ pub const TENANTS_MANAGE: Rule = Rule {
     api_key_only: false,
 };
 
-/// Every protected route and its rule (public routes: health, metrics, JWKS, login).
+/// The public routes: no credential needed (everything else is in [`ROUTES`]).
+pub const PUBLIC_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/.well-known/jwks.json"),
+    ("POST", "/v1/auth/login"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("GET", "/docs/{file}"),
+];
+
+/// Every protected route and its rule (public routes: [`PUBLIC_ROUTES`]).
 pub const ROUTES: &[(&str, &str, &Rule)] = &[
     ("POST", "/v1/jobs", &JOBS_SUBMIT),
     ("POST", "/v1/translations", &JOBS_SUBMIT),

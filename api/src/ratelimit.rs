@@ -35,7 +35,7 @@ use crate::error::ApiError;
 
 /// A limit's settings as stored (`tenants.rate_limits`, `api_keys.rate_limits`): a key present
 /// = set (`null` = unlimited), absent = the operator's default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateSettings {
     #[serde(

@@ -9,6 +9,7 @@ pub mod fault;
 pub mod job;
 pub mod models;
 pub mod moderation;
+pub mod objects;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

@@ -35,6 +35,8 @@ pub enum Command {
     Serve,
     /// Create the database if needed and apply the migrations.
     Migrate,
+    /// Print the OpenAPI 3.1 description (`openapi.json`; needs no configuration).
+    Openapi,
     /// Bootstrap administration.
     Admin {
         #[command(subcommand)]

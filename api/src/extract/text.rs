@@ -85,6 +85,46 @@ impl<'de, const MAX: usize> Deserialize<'de> for Prose<MAX> {
     }
 }
 
+/// In the OpenAPI description: a string of 1 to `MAX` characters without control characters
+/// (component `Line<MAX>`).
+impl<const MAX: usize> utoipa::PartialSchema for Line<MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX))
+            .description(Some(
+                "one line: trimmed, not blank, no NUL or control characters",
+            ))
+            .into()
+    }
+}
+
+impl<const MAX: usize> utoipa::ToSchema for Line<MAX> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        format!("Line{MAX}").into()
+    }
+}
+
+/// In the OpenAPI description: a string of at most `MAX` characters (component `Prose<MAX>`).
+impl<const MAX: usize> utoipa::PartialSchema for Prose<MAX> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .max_length(Some(MAX))
+            .description(Some(
+                "free text: line breaks and tabs allowed, no NUL or other control characters",
+            ))
+            .into()
+    }
+}
+
+impl<const MAX: usize> utoipa::ToSchema for Prose<MAX> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        format!("Prose{MAX}").into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

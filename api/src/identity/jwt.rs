@@ -61,7 +61,7 @@ impl Claims {
 }
 
 /// An OAuth2 token response (`{"access_token", "token_type": "Bearer", "expires_in"}`).
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     pub access_token: String,
     pub token_type: &'static str,

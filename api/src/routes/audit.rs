@@ -116,6 +116,11 @@ fn trail_tenant(principal: &Principal, named: Option<&str>) -> Result<TenantId, 
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit", tag = "admin", operation_id = "listAudit",
+    params(PageQuery),
+    responses((status = 200, description = "The tenant's audit records, newest first", body = Page<AuditRecord>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,

@@ -32,6 +32,10 @@ pub fn router() -> Router<AppState> {
 }
 
 /// An API key (the bearer itself, not a token) for a short-lived JWT with the key's scopes.
+#[utoipa::path(
+    post, path = "/v1/auth/token", tag = "auth", operation_id = "exchangeToken",
+    responses((status = 200, description = "A short-lived JWT with the key's scopes (OAuth2 token response)", body = IssuedToken)),
+)]
 async fn token(
     State(state): State<AppState>,
     principal: Principal,
@@ -50,7 +54,7 @@ async fn token(
     Ok(Json(issued))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Login {
     /// The tenant's slug; omitted (or empty) for platform operators.
@@ -74,6 +78,14 @@ fn throttled(retry_after: std::time::Duration) -> ApiError {
 /// Username and password for a JWT. Every attempt is reserved with the throttle before the
 /// password is verified (see `identity/throttle.rs`); failures never say whether the tenant
 /// or the user exists. A malformed body counts against the client's address too.
+#[utoipa::path(
+    post, path = "/v1/auth/login", tag = "auth", operation_id = "login",
+    request_body = Login,
+    responses(
+        (status = 200, description = "A JWT for the user", body = IssuedToken),
+        (status = 401, description = "Unknown tenant or user, or a wrong password (never which)", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn login(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -194,11 +206,19 @@ async fn record_login(
     Ok(())
 }
 
+#[utoipa::path(
+    get, path = "/.well-known/jwks.json", tag = "auth", operation_id = "jwks",
+    responses((status = 200, description = "The public keys that verify tokens", body = crate::openapi::Jwks)),
+)]
 async fn jwks(State(state): State<AppState>) -> Json<Value> {
     Json(state.tokens.jwks().await)
 }
 
 /// Who am I: subject, tenant, role, scopes.
+#[utoipa::path(
+    get, path = "/v1/me", tag = "auth", operation_id = "me",
+    responses((status = 200, description = "The caller: subject, tenant, role, scopes", body = crate::openapi::Me)),
+)]
 async fn me(State(state): State<AppState>, principal: Principal) -> Result<Json<Value>, ApiError> {
     principal.require(&policy::ME)?;
     let tenant = match principal.tenant_id {

@@ -45,17 +45,18 @@ pub fn router() -> Router<AppState> {
         .route("/v1/batches/{id}/cancel", post(cancel))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct CreateBatch {
     input_file_id: String,
     endpoint: String,
     completion_window: String,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Map<String, Value>>,
 }
 
 /// An OpenAI batch object.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Batch {
     id: BatchId,
     object: &'static str,
@@ -81,7 +82,7 @@ pub struct Batch {
     job_id: Option<JobId>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct RequestCounts {
     total: i64,
     completed: i64,
@@ -258,6 +259,11 @@ async fn first_pair(
     Ok(context.translate)
 }
 
+#[utoipa::path(
+    post, path = "/v1/batches", tag = "batches", operation_id = "createBatch",
+    request_body = CreateBatch,
+    responses((status = 200, description = "The batch (OpenAI's batch object)", body = Batch)),
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -514,6 +520,10 @@ fn parse_id(raw: &str) -> Result<BatchId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get, path = "/v1/batches/{id}", tag = "batches", operation_id = "getBatch",
+    responses((status = 200, description = "The batch", body = Batch)),
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -534,6 +544,11 @@ async fn show(
     found.pop().map(Json).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get, path = "/v1/batches", tag = "batches", operation_id = "listBatches",
+    params(PageQuery),
+    responses((status = 200, description = "The batches the caller may see, newest first", body = crate::openapi::BatchList)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -563,6 +578,10 @@ async fn list(
     })))
 }
 
+#[utoipa::path(
+    post, path = "/v1/batches/{id}/cancel", tag = "batches", operation_id = "cancelBatch",
+    responses((status = 200, description = "The batch, `cancelling` or `cancelled`", body = Batch)),
+)]
 async fn cancel(
     State(state): State<AppState>,
     principal: Principal,

@@ -80,6 +80,11 @@ fn upload_error(error: UploadError) -> ApiError {
 }
 
 /// `POST /v1/files`: multipart with `file` (the content) and `purpose`.
+#[utoipa::path(
+    post, path = "/v1/files", tag = "files", operation_id = "uploadFile",
+    request_body(content = crate::openapi::FileUpload, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The stored file (as OpenAI's Files API: 200)", body = files::File)),
+)]
 async fn upload(
     State(state): State<AppState>,
     principal: Principal,
@@ -166,6 +171,11 @@ fn parse_id(raw: &str) -> Result<FileId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get, path = "/v1/files", tag = "files", operation_id = "listFiles",
+    params(PageQuery),
+    responses((status = 200, description = "The caller's files, newest first", body = crate::openapi::FileList)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -196,6 +206,10 @@ async fn list(
     })))
 }
 
+#[utoipa::path(
+    get, path = "/v1/files/{id}", tag = "files", operation_id = "getFile",
+    responses((status = 200, description = "The file", body = files::File)),
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -214,6 +228,10 @@ async fn show(
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    delete, path = "/v1/files/{id}", tag = "files", operation_id = "deleteFile",
+    responses((status = 200, description = "Deleted", body = crate::openapi::DeletedFile)),
+)]
 async fn remove(
     State(state): State<AppState>,
     principal: Principal,
@@ -238,6 +256,15 @@ async fn remove(
 
 /// The file's bytes: stored parts for uploads; for a batch's output or error file, its
 /// results in OpenAI's batch output format, as far as they exist now.
+#[utoipa::path(
+    get, path = "/v1/files/{id}/content", tag = "files", operation_id = "fileContent",
+    responses(
+        (status = 200, description = "The file's lines (a batch's output or error file: its lines so far)", content(
+            (String = "application/jsonl"),
+        )),
+        (status = 410, description = "Removed by retention (`expired`)", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn content(
     State(state): State<AppState>,
     principal: Principal,

@@ -8,14 +8,26 @@ use crate::state::AppState;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
 }
 
+#[utoipa::path(
+    get, path = "/healthz", tag = "health", operation_id = "healthz",
+    responses((status = 200, description = "The process is alive", body = crate::openapi::Health)),
+)]
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+#[utoipa::path(
+    get, path = "/readyz", tag = "health", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Postgres and RabbitMQ reachable", body = crate::openapi::Readiness),
+        (status = 503, description = "One of them is not (`checks` says which)", body = crate::openapi::Readiness),
+    ),
+)]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = sqlx::query!(r#"SELECT 1 AS "one""#)
         .fetch_one(&state.pool)
@@ -37,6 +49,10 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     )
 }
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "health", operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)),
+)]
 async fn metrics(State(state): State<AppState>) -> String {
     state.metrics.render()
 }

@@ -60,6 +60,13 @@ async fn managed(state: &AppState, principal: &Principal, id: JobId) -> Result<J
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancelJob",
+    responses(
+        (status = 200, description = "The job, `cancelling` or `cancelled`", body = Job),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn cancel(
     State(state): State<AppState>,
     principal: Principal,
@@ -93,6 +100,13 @@ async fn cancel(
     managed(&state, &principal, id).await.map(Json)
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/retry", tag = "jobs", operation_id = "retryJob",
+    responses(
+        (status = 202, description = "The child job of the failed items", body = Job),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn retry(
     State(state): State<AppState>,
     principal: Principal,

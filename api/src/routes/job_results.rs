@@ -33,7 +33,8 @@ pub fn router() -> Router<AppState> {
 
 const PAGE: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ResultsQuery {
     #[serde(default)]
@@ -129,6 +130,17 @@ fn csv_row(writer: &mut csv::Writer<Vec<u8>>, line: &ResultLine) -> Result<(), c
     ])
 }
 
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/results", tag = "jobs", operation_id = "jobResults",
+    params(ResultsQuery),
+    responses(
+        (status = 200, description = "One line per finished item, in item order (`X-Gatehouse-Job-Status` says whether more will come)", content(
+            (crate::store::results::ResultLine = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
+        (status = 410, description = "Removed by retention (`expired`)", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn results(
     State(state): State<AppState>,
     principal: Principal,
@@ -233,6 +245,15 @@ async fn results(
     Ok(response)
 }
 
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}/errors", tag = "jobs", operation_id = "jobErrors",
+    responses(
+        (status = 200, description = "The input lines refused with `on_invalid: skip`", content(
+            (gatehouse_common::job::store::LineError = "application/x-ndjson"),
+        )),
+        (status = 410, description = "Removed by retention (`expired`)", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn errors(
     State(state): State<AppState>,
     principal: Principal,

@@ -39,7 +39,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/examples", get(examples))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// `moderate`, `translate` or `moderate_translate` (or give `pipeline`).
@@ -49,7 +49,10 @@ pub struct CreateJob {
     /// `["moderate", "translate"]` (= `moderate_translate`).
     #[serde(default)]
     pub pipeline: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_objects"
+    )]
     pub items: Option<Vec<ItemIn>>,
     /// A file uploaded with `POST /v1/files`: one item (or OpenAI batch request) per line.
     #[serde(default)]
@@ -64,18 +67,22 @@ pub struct CreateJob {
     #[serde(default)]
     pub dry_run: bool,
     /// `{"endpoint_id": "ep_…"}`: this job's webhook events go to that endpoint only.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_object"
+    )]
     pub webhook: Option<JobWebhook>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobWebhook {
     pub endpoint_id: String,
 }
 
 /// `POST /v1/jobs?kind=…` with an NDJSON body: the kind and options come from the query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct NdjsonQuery {
     kind: String,
@@ -155,6 +162,27 @@ enum Input {
     Body(axum::body::Body),
 }
 
+#[utoipa::path(
+    post, path = "/v1/jobs", tag = "jobs", operation_id = "createJob",
+    params(
+        NdjsonQuery,
+        ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key return the original job (200)"),
+    ),
+    request_body(
+        description = "A JSON submission (`items` or `input_file_id`), or NDJSON lines (one item or OpenAI batch request per line) with `?kind=`",
+        content(
+            (CreateJob = "application/json"),
+            (String = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 202, description = "Accepted: the job is stored (`Location` names it)", body = jobs::Job,
+            headers(("Location" = String, description = "`/v1/jobs/{id}`"))),
+        (status = 200, description = "A replay of an `Idempotency-Key` (`Idempotent-Replayed: true`), or a dry run", content(
+            (jobs::Job = "application/json"),
+        )),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -474,7 +502,7 @@ pub(crate) fn check_installed(state: &AppState, options: TranslateOptions) -> Re
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemIn {
     #[serde(default)]
@@ -585,6 +613,11 @@ pub(crate) fn validate_items(
 }
 
 /// `GET /v1/jobs`: newest first; admins see every job of the tenant, others their own.
+#[utoipa::path(
+    get, path = "/v1/jobs", tag = "jobs", operation_id = "listJobs",
+    params(PageQuery),
+    responses((status = 200, description = "The jobs the caller may see, newest first", body = Page<jobs::Job>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -605,7 +638,7 @@ async fn list(
     Ok(Json(Page::new(list, limit, |j| j.id.to_string())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Share {
     shared: bool,
@@ -613,6 +646,11 @@ struct Share {
 
 /// `POST /v1/jobs/{id}/share` `{"shared": true|false}`: its owner or an admin shares a job with
 /// the tenant (guests read shared jobs only).
+#[utoipa::path(
+    post, path = "/v1/jobs/{id}/share", tag = "jobs", operation_id = "shareJob",
+    request_body = Share,
+    responses((status = 200, description = "The job, shared or not", body = jobs::Job)),
+)]
 async fn share(
     State(state): State<AppState>,
     principal: Principal,
@@ -652,6 +690,10 @@ async fn share(
 /// Example inputs per job kind, for the console and for trying the api.
 const MODERATION_EXAMPLES: &str = include_str!("../../../samples/moderation.json");
 
+#[utoipa::path(
+    get, path = "/v1/examples", tag = "jobs", operation_id = "examples",
+    responses((status = 200, description = "Example inputs per kind", body = crate::openapi::Examples)),
+)]
 async fn examples(principal: Principal) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require(&policy::EXAMPLES)?;
     let moderate: serde_json::Value = serde_json::from_str(MODERATION_EXAMPLES)
@@ -663,6 +705,10 @@ fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound)
 }
 
+#[utoipa::path(
+    get, path = "/v1/jobs/{id}", tag = "jobs", operation_id = "getJob",
+    responses((status = 200, description = "The job", body = jobs::Job)),
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,

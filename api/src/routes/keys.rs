@@ -33,7 +33,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/keys/{id}", delete(revoke).patch(change))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: Line<100>,
@@ -41,7 +41,10 @@ struct CreateKey {
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
     /// Per-key limits: `{"requests_per_minute": N, "items_per_minute": N}` (`null`: none).
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_object"
+    )]
     rate_limits: Option<RateSettings>,
 }
 
@@ -51,6 +54,11 @@ fn with_secret(key: &ApiKey, token: String) -> Value {
     value
 }
 
+#[utoipa::path(
+    post, path = "/v1/keys", tag = "admin", operation_id = "createKey",
+    request_body = CreateKey,
+    responses((status = 201, description = "The key, with its secret (shown once)", body = crate::openapi::ApiKeyWithSecret)),
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -113,13 +121,18 @@ async fn create(
 
 /// A key as `GET /v1/keys` lists it: `rotation_due` when its secret is older than
 /// `GATEHOUSE_KEY_ROTATION_REMINDER_DAYS`.
-#[derive(serde::Serialize)]
-struct ListedKey {
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ListedKey {
     #[serde(flatten)]
     key: ApiKey,
     rotation_due: bool,
 }
 
+#[utoipa::path(
+    get, path = "/v1/keys", tag = "admin", operation_id = "listKeys",
+    params(PageQuery),
+    responses((status = 200, description = "The tenant's keys", body = Page<ListedKey>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -146,6 +159,11 @@ async fn list(
     Ok(Json(Page::new(keys, limit, |k| k.key.key_id.to_string())))
 }
 
+#[utoipa::path(
+    post, path = "/v1/keys/{id}/rotate", tag = "admin", operation_id = "rotateKey",
+    params(("Idempotency-Key" = Option<String>, Header, description = "A repeat with the same key returns the same secret")),
+    responses((status = 200, description = "The key with its new secret", body = crate::openapi::ApiKeyWithSecret)),
+)]
 async fn rotate(
     State(state): State<AppState>,
     principal: Principal,
@@ -173,6 +191,10 @@ async fn rotate(
     Ok(Json(value))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/keys/{id}", tag = "admin", operation_id = "revokeKey",
+    responses((status = 200, description = "The revoked key", body = ApiKey)),
+)]
 async fn revoke(
     State(state): State<AppState>,
     principal: Principal,
@@ -193,13 +215,19 @@ async fn revoke(
     .ok_or(ApiError::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeKey {
+    #[serde(deserialize_with = "gatehouse_common::objects::object")]
     rate_limits: RateSettings,
 }
 
 /// `PATCH /v1/keys/{id}` `{"rate_limits": {...}}`: a tenant admin sets a key's own limits.
+#[utoipa::path(
+    patch, path = "/v1/keys/{id}", tag = "admin", operation_id = "updateKey",
+    request_body = ChangeKey,
+    responses((status = 200, description = "The key", body = ApiKey)),
+)]
 async fn change(
     State(state): State<AppState>,
     principal: Principal,

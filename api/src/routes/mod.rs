@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod batches;
 pub mod console;
+pub mod docs;
 pub mod files;
 pub mod health;
 pub mod job_actions;
@@ -46,12 +47,17 @@ pub fn router(max_file_bytes: u64) -> Router<AppState> {
         .merge(webhook_endpoints::router())
         .merge(webhook_messages::router())
         .merge(console::router())
+        .merge(docs::router())
 }
 
 /// `?limit=&after=`: keyset pagination over time-ordered ids.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    /// The last id of the previous page (its `next_after`).
     pub after: Option<String>,
 }
 
@@ -84,7 +90,7 @@ impl PageQuery {
 }
 
 /// `{"data": [...], "next_after": "<id>" | null}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_after: Option<String>,

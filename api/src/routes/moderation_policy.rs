@@ -30,6 +30,10 @@ pub fn router() -> Router<AppState> {
         .route("/v1/moderation/policy/versions/{version}", get(version))
 }
 
+#[utoipa::path(
+    get, path = "/v1/moderation/policy", tag = "moderation policy", operation_id = "getPolicy",
+    responses((status = 200, description = "The policy in force", body = crate::openapi::PolicyDoc)),
+)]
 async fn current(
     State(state): State<AppState>,
     principal: Principal,
@@ -41,6 +45,10 @@ async fn current(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/v1/moderation/policy/versions", tag = "moderation policy", operation_id = "policyVersions",
+    responses((status = 200, description = "Every stored version, newest first", body = crate::openapi::PolicyHistory)),
+)]
 async fn history(
     State(state): State<AppState>,
     principal: Principal,
@@ -51,6 +59,10 @@ async fn history(
     Ok(Json(json!({ "data": versions })))
 }
 
+#[utoipa::path(
+    get, path = "/v1/moderation/policy/versions/{version}", tag = "moderation policy", operation_id = "getPolicyVersion",
+    responses((status = 200, description = "That version", body = crate::openapi::PolicyDoc)),
+)]
 async fn version(
     State(state): State<AppState>,
     principal: Principal,
@@ -68,6 +80,11 @@ async fn version(
 }
 
 /// `PUT`: the policy becomes exactly the body, with defaults for what it leaves out.
+#[utoipa::path(
+    put, path = "/v1/moderation/policy", tag = "moderation policy", operation_id = "replacePolicy",
+    request_body(content = Object, description = "The whole policy: `thresholds`, `blocklist`, … (docs/MODERATION.md)"),
+    responses((status = 200, description = "The new version", body = crate::openapi::PolicyDoc)),
+)]
 async fn replace(
     State(state): State<AppState>,
     principal: Principal,
@@ -77,6 +94,11 @@ async fn replace(
 }
 
 /// `PATCH`: only the fields sent change (thresholds merge per category).
+#[utoipa::path(
+    patch, path = "/v1/moderation/policy", tag = "moderation policy", operation_id = "updatePolicy",
+    request_body(content = Object, description = "The parts of the policy to change (docs/MODERATION.md)"),
+    responses((status = 200, description = "The new version", body = crate::openapi::PolicyDoc)),
+)]
 async fn merge(
     State(state): State<AppState>,
     principal: Principal,

@@ -28,7 +28,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/moderations", post(moderate))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ModerationRequest {
     #[serde(default)]
     input: Option<Value>,
@@ -39,6 +39,14 @@ struct ModerationRequest {
     model: Option<crate::extract::Line<200>>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/moderations", tag = "sync", operation_id = "moderate",
+    request_body = ModerationRequest,
+    responses(
+        (status = 200, description = "OpenAI's moderation object", body = crate::openapi::Moderation),
+        (status = 202, description = "Not finished within `GATEHOUSE_SYNC_WAIT_MS`: the job to poll", body = crate::store::jobs::Job),
+    ),
+)]
 async fn moderate(
     State(state): State<AppState>,
     principal: Principal,

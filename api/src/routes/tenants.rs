@@ -34,6 +34,10 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A tenant admin's view of its own tenant.
+#[utoipa::path(
+    get, path = "/v1/tenant", tag = "admin", operation_id = "getOwnTenant",
+    responses((status = 200, description = "The caller's tenant", body = TenantView)),
+)]
 async fn own(
     State(state): State<AppState>,
     principal: Principal,
@@ -45,7 +49,7 @@ async fn own(
         .ok_or(ApiError::NotFound)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateOwnTenant {
     #[serde(default)]
@@ -54,6 +58,7 @@ struct UpdateOwnTenant {
     ip_allowlist: Option<Vec<String>>,
     /// Days job texts and results are kept, 1–3650.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     retention_days: Option<i32>,
 }
 
@@ -71,6 +76,11 @@ fn check_retention(days: Option<i32>) -> Result<(), ApiError> {
 
 /// A tenant admin changes its tenant's settings: name, IP allowlist and retention. Scopes,
 /// quotas and the enabled flag stay with the platform operators.
+#[utoipa::path(
+    patch, path = "/v1/tenant", tag = "admin", operation_id = "updateOwnTenant",
+    request_body = UpdateOwnTenant,
+    responses((status = 200, description = "The tenant", body = TenantView)),
+)]
 async fn update_own(
     State(state): State<AppState>,
     principal: Principal,
@@ -141,7 +151,7 @@ fn parse_allowlist(state: &AppState, raw: Vec<String>) -> Result<Vec<IpNet>, Api
     Ok(nets)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
     name: Line<200>,
@@ -153,6 +163,14 @@ struct CreateTenant {
     ip_allowlist: Vec<String>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/tenants", tag = "admin", operation_id = "createTenant",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "The tenant", body = TenantView),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -207,6 +225,11 @@ async fn create(
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/tenants", tag = "admin", operation_id = "listTenants",
+    params(PageQuery),
+    responses((status = 200, description = "Every tenant", body = Page<TenantView>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -221,7 +244,7 @@ async fn list(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateTenant {
     #[serde(default)]
@@ -233,16 +256,24 @@ struct UpdateTenant {
     #[serde(default)]
     ip_allowlist: Option<Vec<String>>,
     /// `{"daily_items": N, "daily_characters": N, "per_kind": {...}}`; `null` = unlimited.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_object"
+    )]
     quotas: Option<QuotaSettings>,
     /// `{"requests_per_minute": N, "items_per_minute": N}`; `null` = unlimited.
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "gatehouse_common::objects::optional_object"
+    )]
     rate_limits: Option<RateSettings>,
     /// Share of the workers against other tenants, 1–100 (default 1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 100)]
     weight: Option<i32>,
     /// Days job texts and results are kept, 1–3650 (default `GATEHOUSE_DEFAULT_RETENTION_DAYS`).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3650)]
     retention_days: Option<i32>,
     /// Days audit records are kept, 90–36500 (default `GATEHOUSE_AUDIT_RETENTION_DAYS`);
     /// operators only.
@@ -263,6 +294,11 @@ fn check_audit_retention(days: Option<i32>) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(
+    patch, path = "/v1/tenants/{id}", tag = "admin", operation_id = "updateTenant",
+    request_body = UpdateTenant,
+    responses((status = 200, description = "The tenant", body = TenantView)),
+)]
 async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -336,7 +372,7 @@ async fn update(
 
 /// A tenant as the api shows it: the stored settings (`quotas`, `rate_limits`: what the
 /// operator set; a key absent means the deployment's default) and what is in force.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     #[serde(flatten)]
     pub tenant: Tenant,
@@ -344,14 +380,14 @@ pub struct TenantView {
 }
 
 /// The limits in force for a tenant (`null` = unlimited).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Effective {
     pub quotas: Vec<quota::Quota>,
     pub rate_limits: EffectiveRates,
     pub retention_days: i32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EffectiveRates {
     pub requests_per_minute: Option<i64>,
     pub items_per_minute: Option<i64>,

@@ -23,7 +23,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/translations", post(translate))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Translate {
     #[serde(default)]
@@ -36,6 +36,16 @@ struct Translate {
     target_lang: Option<String>,
 }
 
+#[utoipa::path(
+    post, path = "/v1/translations", tag = "sync", operation_id = "translate",
+    request_body = Translate,
+    responses(
+        (status = 200, description = "`text`: its translation; `texts`: `{\"results\"}`, one per text", content(
+            (crate::openapi::TranslationReply = "application/json"),
+        )),
+        (status = 202, description = "Not finished within `GATEHOUSE_SYNC_WAIT_MS`: the job to poll", body = crate::store::jobs::Job),
+    ),
+)]
 async fn translate(
     State(state): State<AppState>,
     principal: Principal,

@@ -28,7 +28,8 @@ pub fn router() -> Router<AppState> {
 /// Longest period one request may cover.
 const MAX_DAYS: u64 = 366;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct UsageQuery {
     #[serde(default)]
@@ -41,6 +42,14 @@ struct UsageQuery {
     tenant: Option<String>,
 }
 
+#[utoipa::path(
+    get, path = "/v1/usage", tag = "admin", operation_id = "usage",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "Usage per UTC day and kind", body = crate::openapi::Usage),
+        (status = 404, description = "`tenant` names another (or no) tenant", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn report(
     State(state): State<AppState>,
     principal: Principal,

@@ -63,7 +63,7 @@ async fn hashed(field: &str, password: String) -> Result<String, ApiError> {
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateUser {
     username: Line<100>,
@@ -71,6 +71,14 @@ struct CreateUser {
     role: String,
 }
 
+#[utoipa::path(
+    post, path = "/v1/users", tag = "admin", operation_id = "createUser",
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The user", body = User),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -98,6 +106,11 @@ async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+#[utoipa::path(
+    get, path = "/v1/users", tag = "admin", operation_id = "listUsers",
+    params(PageQuery),
+    responses((status = 200, description = "The tenant's users", body = Page<User>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -115,7 +128,7 @@ async fn list(
     Ok(Json(Page::new(users, limit, |u| u.id.to_string())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateUser {
     #[serde(default)]
@@ -126,6 +139,14 @@ struct UpdateUser {
     password: Option<String>,
 }
 
+#[utoipa::path(
+    patch, path = "/v1/users/{id}", tag = "admin", operation_id = "updateUser",
+    request_body = UpdateUser,
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -176,6 +197,13 @@ async fn update(
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    delete, path = "/v1/users/{id}", tag = "admin", operation_id = "deleteUser",
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn remove(
     State(state): State<AppState>,
     principal: Principal,

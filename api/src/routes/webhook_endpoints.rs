@@ -77,7 +77,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateEndpoint {
     url: Line<2048>,
@@ -100,7 +100,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeEndpoint {
     #[serde(default)]
@@ -233,6 +233,14 @@ fn endpoint_error(error: EndpointError) -> ApiError {
     }
 }
 
+#[utoipa::path(
+    post, path = "/v1/webhooks/endpoints", tag = "webhooks", operation_id = "createEndpoint",
+    request_body = CreateEndpoint,
+    responses(
+        (status = 201, description = "The endpoint, with its signing secret (shown once)", body = crate::openapi::EndpointWithSecret),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -272,6 +280,11 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/v1/webhooks/endpoints", tag = "webhooks", operation_id = "listEndpoints",
+    params(PageQuery),
+    responses((status = 200, description = "The tenant's endpoints", body = Page<Endpoint>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -285,6 +298,10 @@ async fn list(
     })))
 }
 
+#[utoipa::path(
+    get, path = "/v1/webhooks/endpoints/{id}", tag = "webhooks", operation_id = "getEndpoint",
+    responses((status = 200, description = "The endpoint", body = Endpoint)),
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -297,6 +314,11 @@ async fn show(
         .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    patch, path = "/v1/webhooks/endpoints/{id}", tag = "webhooks", operation_id = "updateEndpoint",
+    request_body = ChangeEndpoint,
+    responses((status = 200, description = "The endpoint", body = Endpoint)),
+)]
 async fn change(
     State(state): State<AppState>,
     principal: Principal,
@@ -335,6 +357,10 @@ async fn change(
     .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(
+    delete, path = "/v1/webhooks/endpoints/{id}", tag = "webhooks", operation_id = "deleteEndpoint",
+    responses((status = 204, description = "Deleted")),
+)]
 async fn remove(
     State(state): State<AppState>,
     principal: Principal,
@@ -360,6 +386,10 @@ async fn remove(
 }
 
 /// `GET …/secret` → `{"secret": "whsec_…"}` (admins; audited).
+#[utoipa::path(
+    get, path = "/v1/webhooks/endpoints/{id}/secret", tag = "webhooks", operation_id = "getEndpointSecret",
+    responses((status = 200, description = "The signing secret", body = crate::openapi::EndpointSecret)),
+)]
 async fn secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -389,6 +419,10 @@ async fn secret(
 
 /// `POST …/secret/rotate`: a new secret (in the response); the previous one keeps signing for
 /// `GATEHOUSE_WEBHOOK_ROTATION_OVERLAP_SECS`.
+#[utoipa::path(
+    post, path = "/v1/webhooks/endpoints/{id}/secret/rotate", tag = "webhooks", operation_id = "rotateEndpointSecret",
+    responses((status = 200, description = "The endpoint with its new secret", body = crate::openapi::EndpointWithSecret)),
+)]
 async fn rotate(
     State(state): State<AppState>,
     principal: Principal,
@@ -413,7 +447,7 @@ async fn rotate(
     Ok(Json(with_secret(&endpoint, secret.to_whsec())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Recover {
     since: DateTime<Utc>,
@@ -421,6 +455,14 @@ struct Recover {
 
 /// `POST …/recover {"since"}`: re-send the endpoint's failed and exhausted messages created
 /// since then (at most `GATEHOUSE_WEBHOOK_RECOVER_MAX_MESSAGES`, oldest first).
+#[utoipa::path(
+    post, path = "/v1/webhooks/endpoints/{id}/recover", tag = "webhooks", operation_id = "recoverEndpoint",
+    request_body = Recover,
+    responses(
+        (status = 202, description = "Failed and exhausted messages queued again", body = crate::openapi::Recovered),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn recover(
     State(state): State<AppState>,
     principal: Principal,
@@ -458,7 +500,7 @@ async fn recover(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TestEvent {
     #[serde(default)]
@@ -467,6 +509,14 @@ struct TestEvent {
 
 /// `POST …/test` (`{"event_type"}` optional, default `job.completed`): an example event sent
 /// to this endpoint whatever its filter says.
+#[utoipa::path(
+    post, path = "/v1/webhooks/endpoints/{id}/test", tag = "webhooks", operation_id = "testEndpoint",
+    request_body(content = Option<TestEvent>, description = "Optional: `{\"event_type\"}` (default `job.completed`)"),
+    responses(
+        (status = 202, description = "The example message, queued", body = webhook_messages::Message),
+        (status = 409, description = "Conflicts with the current state", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
+)]
 async fn test(
     State(state): State<AppState>,
     principal: Principal,

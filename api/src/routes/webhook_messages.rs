@@ -38,13 +38,23 @@ pub fn router() -> Router<AppState> {
 
 const DELIVERY_STATUSES: [&str; 4] = ["pending", "succeeded", "failed", "exhausted"];
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<i64>,
+    /// The last id of the previous page (its `next_after`).
+    #[param(value_type = Option<MessageId>)]
     after: Option<String>,
+    /// Only events of this type (`job.completed`, …).
     event_type: Option<String>,
+    /// Only events for this endpoint.
+    #[param(value_type = Option<EndpointId>)]
     endpoint_id: Option<String>,
+    /// Only events with a delivery in this state.
+    #[param(value_type = Option<String>, pattern = "^(pending|succeeded|failed|exhausted)$")]
     status: Option<String>,
 }
 
@@ -65,6 +75,11 @@ fn query_id<T: std::str::FromStr>(field: &str, raw: Option<&str>) -> Result<Opti
     .transpose()
 }
 
+#[utoipa::path(
+    get, path = "/v1/webhooks/messages", tag = "webhooks", operation_id = "listMessages",
+    params(ListQuery),
+    responses((status = 200, description = "Events, newest first, with their deliveries", body = Page<Message>)),
+)]
 async fn list(
     State(state): State<AppState>,
     principal: Principal,
@@ -101,6 +116,10 @@ async fn list(
     Ok(Json(Page::new(messages, limit, |m| m.id.to_string())))
 }
 
+#[utoipa::path(
+    get, path = "/v1/webhooks/messages/{id}", tag = "webhooks", operation_id = "getMessage",
+    responses((status = 200, description = "The event", body = Message)),
+)]
 async fn show(
     State(state): State<AppState>,
     principal: Principal,
@@ -115,6 +134,11 @@ async fn show(
 
 /// Status code, duration, the start of the response and the next retry of every attempt,
 /// newest first.
+#[utoipa::path(
+    get, path = "/v1/webhooks/messages/{id}/attempts", tag = "webhooks", operation_id = "messageAttempts",
+    params(super::PageQuery),
+    responses((status = 200, description = "Its delivery attempts, newest first", body = Page<Attempt>)),
+)]
 async fn attempts(
     State(state): State<AppState>,
     principal: Principal,
@@ -135,13 +159,21 @@ async fn attempts(
     Ok(Json(Page::new(attempts, limit, |a| a.id.to_string())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RetryQuery {
+    /// Only the delivery to this endpoint.
+    #[param(value_type = Option<EndpointId>)]
     endpoint_id: Option<String>,
 }
 
 /// Sends the message again now, with a fresh retry schedule, to its enabled endpoints.
+#[utoipa::path(
+    post, path = "/v1/webhooks/messages/{id}/retry", tag = "webhooks", operation_id = "retryMessage",
+    params(RetryQuery),
+    responses((status = 202, description = "Deliveries queued again", body = crate::openapi::Retried)),
+)]
 async fn retry(
     State(state): State<AppState>,
     principal: Principal,

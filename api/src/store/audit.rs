@@ -72,7 +72,7 @@ fn target_of(event: &Event<'_>) -> Option<audit::Target> {
 }
 
 /// One audit record as the API (and the export) shows it.
-#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditRecord {
     #[serde(rename = "id")]
     pub audit_id: i64,
@@ -86,6 +86,7 @@ pub struct AuditRecord {
     pub status: Option<i16>,
     pub target_type: Option<String>,
     pub target_id: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub client_ip: Option<ipnet::IpNet>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,

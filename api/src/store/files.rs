@@ -17,7 +17,7 @@ use super::jobs::Visibility;
 pub const PART_BYTES: usize = 1024 * 1024;
 
 /// A file as the OpenAI Files API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct File {
     pub id: FileId,
     pub object: &'static str,

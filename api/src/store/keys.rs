@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 pub const KEY_PREFIX: &str = "ghk_";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ApiKey {
     #[serde(rename = "id")]
     pub key_id: KeyId,

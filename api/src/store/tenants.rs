@@ -7,7 +7,7 @@ use gatehouse_common::types::TenantId;
 use serde::Serialize;
 use sqlx::PgPool;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Tenant {
     #[serde(rename = "id")]
     pub tenant_id: TenantId,
@@ -15,6 +15,7 @@ pub struct Tenant {
     pub name: String,
     pub enabled: bool,
     pub scopes: Vec<String>,
+    #[schema(value_type = Vec<String>)]
     pub ip_allowlist: Vec<ipnet::IpNet>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

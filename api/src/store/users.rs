@@ -13,7 +13,7 @@ use sqlx::PgPool;
 
 use super::audit::{self, Event};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: UserId,
     pub tenant_id: Option<TenantId>,

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use super::audit::{Event, record};
 
 /// An endpoint as the API shows it (never its secret).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
     #[serde(rename = "id")]
     pub endpoint_id: EndpointId,

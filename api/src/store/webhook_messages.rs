@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use super::{audit::record, webhook_endpoints::Actor};
 
 /// One message (event) with where it stands per endpoint.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub event_type: String,
@@ -31,7 +31,7 @@ pub struct Message {
     pub deliveries: Vec<Delivery>,
 }
 
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub endpoint_id: EndpointId,
     /// `pending`, `succeeded`, `failed` (stopped: endpoint disabled), `exhausted`.
@@ -168,7 +168,7 @@ pub async fn get(
 }
 
 /// One HTTP attempt.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub id: AttemptId,
     pub message_id: MessageId,

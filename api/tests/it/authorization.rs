@@ -55,6 +55,9 @@ enum Route {
     Healthz,
     Readyz,
     Metrics,
+    OpenApiJson,
+    DocsPage,
+    DocsAsset,
     Jwks,
     Login,
     Token,
@@ -124,6 +127,7 @@ use Route::*;
 const MATRIX: &[(&[Route], [Expect; 7])] = &[
     //                                                 oper adm rev guest key ktok anon
     (&[Healthz, Readyz, Metrics],                     [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
+    (&[OpenApiJson, DocsPage, DocsAsset],             [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
     (&[Jwks],                                         [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
     (&[Login],                                        [Y,   Y,  Y,  Y,    Y,  Y,   Y]),
     (&[Token],                                        [F,   F,  F,  F,    Y,  F,   U]),
@@ -290,6 +294,9 @@ impl World {
             Healthz => Req::new(Method::GET, "/healthz", None),
             Readyz => Req::new(Method::GET, "/readyz", None),
             Metrics => Req::new(Method::GET, "/metrics", None),
+            OpenApiJson => Req::new(Method::GET, "/openapi.json", None),
+            DocsPage => Req::new(Method::GET, "/docs", None),
+            DocsAsset => Req::new(Method::GET, "/docs/swagger-ui.css", None),
             Jwks => Req::new(Method::GET, "/.well-known/jwks.json", None),
             Login => Req::new(
                 Method::POST,

@@ -20,6 +20,7 @@ mod jwt;
 mod jwt_tokens;
 mod moderation;
 mod openai_interop;
+mod openapi;
 mod support;
 mod sweep;
 mod translate;

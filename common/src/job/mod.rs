@@ -14,7 +14,7 @@ pub use crate::types::{JobKind, JobStatus};
 use serde::{Deserialize, Serialize};
 
 /// Where one item stands. `pending` is the absence of a `job_results` row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     Pending,

@@ -19,7 +19,7 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
 }
 
 /// Limits of one scope (all kinds, or one kind).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DailyLimits {
     /// Absent: the default; `null`: unlimited.
@@ -38,12 +38,16 @@ pub struct DailyLimits {
 }
 
 /// A tenant's quota settings as stored (`tenants.quotas`) and as an operator sends them.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaSettings {
     #[serde(flatten)]
     pub total: DailyLimits,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "crate::objects::object_values"
+    )]
     pub per_kind: BTreeMap<JobKind, DailyLimits>,
 }
 
@@ -97,7 +101,7 @@ pub struct QuotaDefaults {
 
 /// One quota in force: its name (`daily_items`, `translate.daily_characters`), the kind it is
 /// limited to (none: all kinds), what it counts, and its limit.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Quota {
     pub name: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -107,7 +111,7 @@ pub struct Quota {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Measure {
     Items,

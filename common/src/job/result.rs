@@ -189,7 +189,7 @@ pub struct TranslationResult {
 }
 
 /// Why an item failed: a stable code and a human message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ItemError {
     pub code: String,
     pub message: String,
@@ -381,11 +381,13 @@ mod tests {
 
 /// One line of a job's results stream (`GET /v1/jobs/{id}/results`, NDJSON): what the api
 /// writes and the `gatehouse` client reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResultLine {
     pub index: i32,
     pub custom_id: Option<String>,
     pub status: super::ItemStatus,
+    /// The item's result (moderation, translation or both; see the README).
+    #[schema(value_type = Option<Object>)]
     pub result: Option<ItemResult>,
     pub error: Option<ItemError>,
 }

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{JobId, JobKind, JobStatus};
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Counts {
     pub total: i32,
     pub succeeded: i32,
@@ -16,7 +16,7 @@ pub struct Counts {
 }
 
 /// The job object of the public API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: JobId,
     pub kind: JobKind,
@@ -25,6 +25,7 @@ pub struct Job {
     pub shared: bool,
     pub counts: Counts,
     /// Finished items (succeeded, failed or cancelled) over all, 0 to 1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub progress: f64,
     /// While running: the items left at the rate measured since it started.
     pub eta_seconds: Option<i64>,

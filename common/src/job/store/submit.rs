@@ -42,7 +42,7 @@ impl NewItem {
 }
 
 /// A line of an input that was refused: where, which field, why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineError {
     pub line: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,7 +60,7 @@ pub enum Parsed {
 
 /// What to do with invalid lines: refuse the whole input (nothing stored, the first 100 line
 /// errors in the answer) or run the good lines and list the bad ones.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnInvalid {
     #[default]
