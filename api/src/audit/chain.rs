@@ -21,7 +21,7 @@ use super::{checkpoints, signing};
 const PAGE: i64 = 1000;
 
 /// The first problem found.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Broken {
     /// The sequence number where the chain breaks.
     pub seq: i64,
@@ -33,7 +33,7 @@ pub struct Broken {
 }
 
 /// What a walk found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Report {
     /// `ten_…`, or `null` for the platform's own chain.
     pub tenant: Option<TenantId>,

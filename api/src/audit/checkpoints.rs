@@ -89,7 +89,7 @@ pub async fn checkpoint_heads(
 
 /// One checkpoint as `GET /v1/audit/checkpoints` shows it: everything needed to check it
 /// with any Ed25519 library (the signed `message`, the `public_key`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CheckpointView {
     pub id: i64,
     pub seq: i64,

@@ -315,6 +315,37 @@ pub const CODES: &[(&str, u16, &str)] = &[
         "every tenant's backlog is full, or too many synchronous requests wait (`Retry-After`)",
     ),
     ("headers_too_large", 431, "the request head is too large"),
+    // The audit trail (issue 14).
+    (
+        "reauthentication_required",
+        401,
+        "a sensitive operation needs a login within the last 5 minutes or the password in `Gatehouse-Confirm-Password`",
+    ),
+    (
+        "tenant_required",
+        422,
+        "an operator reads an audit trail without naming the tenant (`?tenant=ten_…`)",
+    ),
+    (
+        "invalid_action",
+        422,
+        "`action` is not an audit action name (docs/AUDIT.md)",
+    ),
+    (
+        "invalid_outcome",
+        422,
+        "`outcome` is not success, denied, error, failure or throttled",
+    ),
+    (
+        "invalid_format",
+        422,
+        "the audit export's `format` is not `ndjson` or `csv`",
+    ),
+    (
+        "invalid_audit_retention",
+        422,
+        "`audit_retention_days` below 90 or above 36500",
+    ),
 ];
 
 /// The `Problem` schema.

@@ -45,13 +45,20 @@ const EXPORT_PAGE: i64 = 500;
 /// The query of every audit route: `tenant` (operators: the tenant to read; tenant
 /// principals: their own, or omitted), the page, the export's `format`, and the filters
 /// (`from`/`to` RFC 3339, `action` and `outcome` checked).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct FilterQuery {
+    /// Operators: the tenant whose trail to read (`ten_…`); others: their own (or omitted).
     tenant: Option<String>,
+    /// Records per page.
+    #[param(minimum = 1)]
     limit: Option<i64>,
+    /// The cursor: `next_after` of the previous page.
     after: Option<String>,
+    /// The export's format: `ndjson` (default) or `csv`.
     format: Option<String>,
+    /// From this time (RFC 3339), inclusive.
     from: Option<chrono::DateTime<chrono::Utc>>,
     to: Option<chrono::DateTime<chrono::Utc>>,
     actor: Option<String>,
@@ -118,7 +125,7 @@ fn trail_tenant(principal: &Principal, named: Option<&str>) -> Result<TenantId, 
 
 #[utoipa::path(
     get, path = "/v1/audit", tag = "admin", operation_id = "listAudit",
-    params(PageQuery),
+    params(FilterQuery),
     responses((status = 200, description = "The tenant's audit records, newest first", body = Page<AuditRecord>)),
 )]
 async fn list(
@@ -198,6 +205,15 @@ fn csv_row(
 }
 
 /// `GET /v1/audit/export?from=&to=&format=ndjson|csv` (+ the list's filters), oldest first.
+#[utoipa::path(
+    get, path = "/v1/audit/export", tag = "admin", operation_id = "exportAudit",
+    params(FilterQuery),
+    responses((status = 200, description = "The matching records, oldest first, streamed (step-up required; the export is itself audited)",
+        content(
+            (AuditRecord = "application/x-ndjson"),
+            (String = "text/csv"),
+        ))),
+)]
 async fn export(
     State(state): State<AppState>,
     principal: Principal,
@@ -283,6 +299,11 @@ async fn export(
     Ok(response)
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/checkpoints", tag = "admin", operation_id = "listAuditCheckpoints",
+    params(FilterQuery),
+    responses((status = 200, description = "The chain's signed checkpoints (Ed25519), newest first", body = Page<checkpoints::CheckpointView>)),
+)]
 async fn list_checkpoints(
     State(state): State<AppState>,
     principal: Principal,
@@ -299,6 +320,11 @@ async fn list_checkpoints(
     Ok(Json(Page::new(rows, limit, |c| c.id.to_string())))
 }
 
+#[utoipa::path(
+    get, path = "/v1/audit/verify", tag = "admin", operation_id = "verifyAudit",
+    params(FilterQuery),
+    responses((status = 200, description = "The walk of the tenant's hash chain: the first broken record, if any", body = chain::Report)),
+)]
 async fn verify(
     State(state): State<AppState>,
     principal: Principal,

@@ -57,7 +57,9 @@ fn router_routes() -> BTreeSet<(String, String)> {
                 .nth(1)
                 .is_some_and(|v| !v.starts_with("None"));
             // `head` is served by `get`; only the methods a route was given count.
-            if handled {
+            // The web console's static files and its menu rules are not API
+            // (`routes/console.rs`; its own tests in `tests/console.rs`).
+            if handled && !path.starts_with("/console") {
                 out.insert((method.to_uppercase(), path.clone()));
             }
         }
@@ -221,9 +223,14 @@ fn every_problem_code_is_in_the_catalogue() {
     }
     // The README's error table: every code in backticks in a `| 4xx |` / `| 5xx |` row.
     let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    // (a row whose first cell is an HTTP status: not the CLI's exit-code table).
     for row in readme.lines().filter(|l| {
-        l.strip_prefix("| ")
-            .is_some_and(|r| r.starts_with('4') || r.starts_with('5'))
+        l.split('|').nth(1).is_some_and(|cell| {
+            let cell = cell.trim();
+            cell.len() == 3
+                && (cell.starts_with('4') || cell.starts_with('5'))
+                && cell.chars().all(|c| c.is_ascii_digit())
+        })
     }) {
         let code_cell = row.split('|').nth(2).unwrap_or("");
         for (i, piece) in code_cell.split('`').enumerate() {
