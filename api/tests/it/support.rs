@@ -209,13 +209,14 @@ impl Harness {
             .collect()
     }
 
-    /// Ready messages in one of this test's queues.
+    /// Ready messages in one of this test's queues; 0 while it is not declared yet (a worker
+    /// declares the topology as it starts, after `start_worker` returns).
     pub async fn queue_depth(&self, name: &str) -> u32 {
         let conn = queue::connect(&self.env.config.amqp_url, "gatehouse-test")
             .await
             .expect("amqp");
         let channel = conn.create_channel().await.expect("channel");
-        let q = channel
+        let declared = channel
             .queue_declare(
                 name.into(),
                 QueueDeclareOptions {
@@ -224,10 +225,13 @@ impl Harness {
                 },
                 FieldTable::default(),
             )
-            .await
-            .expect("queue exists");
+            .await;
         let _ = conn.close(200, "bye".into()).await;
-        q.message_count()
+        match declared {
+            Ok(q) => q.message_count(),
+            Err(e) if e.to_string().contains("NOT_FOUND") => 0,
+            Err(e) => panic!("queue {name}: {e}"),
+        }
     }
 
     pub async fn scalar(&self, sql: &str) -> i64 {
