@@ -442,7 +442,7 @@ def check(api, psql, small_job, big_job, batch, total, args):
         "chunks_done": int(psql("SELECT count(*) FROM job_chunks WHERE status = 'done'")),
         "audit_chunk_processed": int(psql(
             "SELECT count(*) FROM audit_events WHERE action = 'job.chunk.processed'")),
-        "audit_job_created": int(psql("SELECT count(*) FROM audit_events WHERE action = 'job.created'")),
+        "audit_job_created": int(psql("SELECT count(*) FROM audit_events WHERE action = 'job.created' AND NOT coalesce((details->>'idempotent_replay')::boolean, false)")),
         "jobs": int(psql("SELECT count(*) FROM jobs")),
         "quota_items": int(psql("SELECT coalesce(sum(items), 0) FROM quota_usage")),
         "quota_failed_items": int(psql("SELECT coalesce(sum(failed_items), 0) FROM quota_usage")),

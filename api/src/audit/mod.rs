@@ -106,12 +106,17 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
         metrics::counter!("gatehouse_api_audit_suppressed_total").increment(1);
         return response;
     }
+    // An `Idempotency-Key` replay changed nothing: recorded, and said so.
+    let replayed = response.headers().contains_key("idempotent-replayed");
     if let Err(error) = write(
         &state,
         &ctx,
-        action,
-        outcome,
-        status.as_u16(),
+        Written {
+            action,
+            outcome,
+            status: status.as_u16(),
+            replayed,
+        },
         &method,
         &route,
     )
@@ -123,15 +128,32 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
+/// What the layer records of one request.
+struct Written {
+    action: Action,
+    outcome: &'static str,
+    status: u16,
+    /// The response replayed an earlier request (`idempotent-replayed`).
+    replayed: bool,
+}
+
 async fn write(
     state: &AppState,
     ctx: &Context,
-    action: Action,
-    outcome: &str,
-    status: u16,
+    written: Written,
     method: &str,
     route: &str,
 ) -> Result<(), sqlx::Error> {
+    let Written {
+        action,
+        outcome,
+        status,
+        replayed,
+    } = written;
+    let mut details = serde_json::json!({"method": method, "route": route});
+    if replayed {
+        details["idempotent_replay"] = serde_json::Value::Bool(true);
+    }
     let actor = ctx.actor.clone().unwrap_or_else(|| "anonymous".to_string());
     let scope = ctx.tenant.map_or(Scope::Platform, Scope::Tenant);
     let mut tx = db::begin(&state.pool, scope).await?;
@@ -141,7 +163,7 @@ async fn write(
             audit::Record {
                 outcome,
                 status: (outcome != "success").then_some(status),
-                details: serde_json::json!({"method": method, "route": route}),
+                details,
                 ..audit::Record::new(ctx.tenant, &actor, action)
             },
         )

@@ -126,7 +126,10 @@ fn trail_tenant(principal: &Principal, named: Option<&str>) -> Result<TenantId, 
 #[utoipa::path(
     get, path = "/v1/audit", tag = "admin", operation_id = "listAudit",
     params(FilterQuery),
-    responses((status = 200, description = "The tenant's audit records, newest first", body = Page<AuditRecord>)),
+    responses(
+        (status = 200, description = "The tenant's audit records, newest first", body = Page<AuditRecord>),
+        (status = 404, description = "`tenant` names another (or no) tenant", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
 )]
 async fn list(
     State(state): State<AppState>,
@@ -208,11 +211,14 @@ fn csv_row(
 #[utoipa::path(
     get, path = "/v1/audit/export", tag = "admin", operation_id = "exportAudit",
     params(FilterQuery),
-    responses((status = 200, description = "The matching records, oldest first, streamed (step-up required; the export is itself audited)",
+    responses(
+        (status = 200, description = "The matching records, oldest first, streamed (step-up required; the export is itself audited)",
         content(
             (AuditRecord = "application/x-ndjson"),
             (String = "text/csv"),
-        ))),
+        )),
+        (status = 404, description = "`tenant` names another (or no) tenant", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
 )]
 async fn export(
     State(state): State<AppState>,
@@ -302,7 +308,10 @@ async fn export(
 #[utoipa::path(
     get, path = "/v1/audit/checkpoints", tag = "admin", operation_id = "listAuditCheckpoints",
     params(FilterQuery),
-    responses((status = 200, description = "The chain's signed checkpoints (Ed25519), newest first", body = Page<checkpoints::CheckpointView>)),
+    responses(
+        (status = 200, description = "The chain's signed checkpoints (Ed25519), newest first", body = Page<checkpoints::CheckpointView>),
+        (status = 404, description = "`tenant` names another (or no) tenant", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
 )]
 async fn list_checkpoints(
     State(state): State<AppState>,
@@ -323,7 +332,10 @@ async fn list_checkpoints(
 #[utoipa::path(
     get, path = "/v1/audit/verify", tag = "admin", operation_id = "verifyAudit",
     params(FilterQuery),
-    responses((status = 200, description = "The walk of the tenant's hash chain: the first broken record, if any", body = chain::Report)),
+    responses(
+        (status = 200, description = "The walk of the tenant's hash chain: the first broken record, if any", body = chain::Report),
+        (status = 404, description = "`tenant` names another (or no) tenant", content_type = "application/problem+json", body = crate::openapi::Problem),
+    ),
 )]
 async fn verify(
     State(state): State<AppState>,
