@@ -54,19 +54,22 @@ GRANT SELECT ON audit_chain_heads TO gatehouse_app;
 DO $$
 DECLARE
     r audit_events;
-    head record;
+    head_seq bigint;
+    head_hash bytea;
     chain uuid;
 BEGIN
     FOR r IN SELECT * FROM audit_events ORDER BY audit_id LOOP
         chain := coalesce(r.tenant_id, '00000000-0000-0000-0000-000000000000'::uuid);
-        SELECT seq, hash INTO head FROM audit_chain_heads WHERE chain_id = chain;
+        SELECT h.seq, h.hash INTO head_seq, head_hash FROM audit_chain_heads h
+            WHERE h.chain_id = chain;
         IF NOT FOUND THEN
-            head := ROW(0::bigint, NULL::bytea);
+            head_seq := 0;
+            head_hash := NULL;
             INSERT INTO audit_chain_heads VALUES (chain, 0, NULL);
         END IF;
-        r.seq := head.seq + 1;
-        r.prev_hash := head.hash;
-        r.hash := gatehouse_audit_hash(head.hash, r);
+        r.seq := head_seq + 1;
+        r.prev_hash := head_hash;
+        r.hash := gatehouse_audit_hash(head_hash, r);
         UPDATE audit_events SET seq = r.seq, prev_hash = r.prev_hash, hash = r.hash
             WHERE audit_id = r.audit_id;
         UPDATE audit_chain_heads SET seq = r.seq, hash = r.hash WHERE chain_id = chain;
