@@ -314,12 +314,12 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def http(method: str, url: str, *, key: str | None = None, body: bytes | None = None,
-         timeout: float = 30.0) -> tuple[int, bytes]:
+         timeout: float = 30.0, content_type: str = "application/json") -> tuple[int, bytes]:
     headers = {"Accept": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"
     if body is not None:
-        headers["Content-Type"] = "application/json"
+        headers["Content-Type"] = content_type
     req = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with _OPENER.open(req, timeout=timeout) as resp:
@@ -575,9 +575,17 @@ def expected_result(models: list[RawModel], per_model: dict, i: int) -> dict:
 
 # --------------------------------------------------------------------------- pipeline
 
-def job_body(texts: list[str], first_index: int) -> bytes:
+def job_body(texts: list[str], first_index: int) -> tuple[bytes, str]:
+    """The job's body and its path: one JSON document while it fits the api's body limit
+    (`GATEHOUSE_MAX_BODY_BYTES`, default 16 MiB), else NDJSON lines (one item per line, with
+    the kind in the query string; bounded by `GATEHOUSE_MAX_FILE_BYTES` instead), so a
+    100,000-item job is one request either way."""
     items = [{"custom_id": f"lt-{first_index + i:06d}", "text": t} for i, t in enumerate(texts)]
-    return json.dumps({"kind": "moderate", "items": items}, separators=(",", ":")).encode("utf-8")
+    body = json.dumps({"kind": "moderate", "items": items}, separators=(",", ":")).encode("utf-8")
+    if len(body) <= env_positive("GATEHOUSE_MAX_BODY_BYTES", 16 * 1024 * 1024):
+        return body, "/v1/jobs"
+    lines = "".join(json.dumps(item, separators=(",", ":")) + "\n" for item in items)
+    return lines.encode("utf-8"), "/v1/jobs?kind=moderate"
 
 
 def split(n: int, k: int) -> list[tuple[int, int]]:
@@ -597,10 +605,12 @@ def run_pipeline(api: str, key: str, texts: list[str], jobs: int, poll: float,
 
     def submit(i: int) -> None:
         s = time.perf_counter()
-        status, raw = http("POST", f"{api}/v1/jobs", key=key, body=bodies[i], timeout=submit_timeout)
+        body, path = bodies[i]
+        status, raw = http("POST", f"{api}{path}", key=key, body=body, timeout=submit_timeout,
+                           content_type="application/x-ndjson" if "?" in path else "application/json")
         submit_lat[i] = time.perf_counter() - s
         if status not in (200, 202):
-            raise HttpError(status, raw.decode("utf-8", "replace"), f"{api}/v1/jobs")
+            raise HttpError(status, raw.decode("utf-8", "replace"), f"{api}{path}")
         job_ids[i] = json.loads(raw)["id"]
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

@@ -12,7 +12,7 @@ use std::{net::IpAddr, sync::Arc};
 use axum::{extract::FromRequestParts, http::request::Parts};
 use gatehouse_common::{
     audit::{ActorKind, context},
-    types::{KeyId, Role, TenantId, UserId},
+    types::{ADMIN_SCOPE, KeyId, Role, TenantId, UserId},
 };
 use ipnet::IpNet;
 
@@ -217,7 +217,13 @@ fn from_key(
         Principal {
             subject: Subject::Key(key.key_id),
             tenant_id: Some(key.tenant_id),
-            role: Role::Service,
+            // A key holding the `admin` scope (granted to its tenant by an operator) acts as
+            // an admin of its tenant; every other key is a service.
+            role: if scopes.iter().any(|s| s == ADMIN_SCOPE) {
+                Role::Admin
+            } else {
+                Role::Service
+            },
             scopes,
             via,
             client_ip,

@@ -48,7 +48,8 @@ pub const EXAMPLES: Rule = Rule {
 /// Exchange an API key for a short-lived token.
 pub const TOKEN_EXCHANGE: Rule = Rule {
     name: "auth.token",
-    roles: &[Service],
+    // An admin key is a key too (admin users log in instead: `api_key_only`).
+    roles: &[Service, Admin],
     api_key_only: true,
 };
 /// Who am I.

@@ -184,9 +184,15 @@ impl fmt::Display for Role {
     }
 }
 
-/// The scopes a tenant may use and an API key may hold: one per job kind, plus `webhooks`
-/// (managing the tenant's webhook endpoints with a key).
-pub const SCOPES: [&str; 3] = ["moderate", "translate", "webhooks"];
+/// The scopes a tenant may use and an API key may hold: one per job kind, `webhooks`
+/// (managing the tenant's webhook endpoints with a key) and [`ADMIN_SCOPE`]. A new tenant
+/// grants `moderate` only, unless the operator says otherwise.
+pub const SCOPES: [&str; 4] = ["moderate", "translate", "webhooks", ADMIN_SCOPE];
+
+/// The scope that makes an API key act as an admin of its tenant (and exempts it from
+/// step-up). Never granted by default: an operator adds it to a tenant's scopes, then a tenant
+/// admin — with a fresh login — creates a key holding it.
+pub const ADMIN_SCOPE: &str = "admin";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("not a valid `{expected}_…` id")]

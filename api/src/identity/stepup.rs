@@ -2,9 +2,10 @@
 //! revoking a key, disabling a tenant, exporting the audit log, reading a webhook secret):
 //! the caller must have logged in within [`REAUTH_WINDOW_SECS`] (the token's `auth_time`) or
 //! re-enter the password in the [`CONFIRM_PASSWORD_HEADER`] header; otherwise
-//! `401 reauthentication_required`. API keys holding the explicit [`ADMIN_SCOPE`] are exempt
-//! (a key is itself a long-lived secret; no key holds that scope unless an operator grants
-//! it, and today no key role reaches these routes at all — see `docs/AUDIT.md`).
+//! `401 reauthentication_required`. API keys holding the explicit [`ADMIN_SCOPE`] (and the
+//! tokens exchanged from them) are exempt: a key is itself a long-lived secret with no login
+//! to repeat. No key holds that scope unless an operator grants it to the tenant and an admin,
+//! with a fresh login, creates such a key (`docs/AUDIT.md`).
 //!
 //! A wrong re-entered password counts against the login throttle like a failed login, so the
 //! header cannot be used to guess passwords faster than `POST /v1/auth/login` can.
@@ -14,7 +15,7 @@ use std::fmt;
 use axum::http::request::Parts;
 
 use crate::{
-    auth::{Principal, Subject, Via},
+    auth::{Principal, Subject},
     error::ApiError,
     identity::{password, throttle},
     state::AppState,
@@ -25,8 +26,7 @@ use crate::{
 pub const REAUTH_WINDOW_SECS: i64 = 300;
 /// The header that carries the re-entered password.
 pub const CONFIRM_PASSWORD_HEADER: &str = "gatehouse-confirm-password";
-/// The key scope that exempts an API key from step-up.
-pub const ADMIN_SCOPE: &str = "admin";
+pub use gatehouse_common::types::ADMIN_SCOPE;
 
 /// A re-entered password; never printed.
 #[derive(Clone)]
@@ -51,7 +51,7 @@ impl ConfirmPassword {
 
 /// Why a principal needs no further proof, if it does not.
 pub fn exempt_or_fresh(principal: &Principal, now: i64) -> bool {
-    if principal.via == Via::ApiKey && principal.has_scope(ADMIN_SCOPE) {
+    if matches!(principal.subject, Subject::Key(_)) && principal.has_scope(ADMIN_SCOPE) {
         return true;
     }
     matches!(principal.auth_time, Some(t) if t <= now + 5 && now - t <= REAUTH_WINDOW_SECS)

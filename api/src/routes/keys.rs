@@ -8,7 +8,7 @@ use axum::{
     routing::{delete, get, post},
 };
 use chrono::{DateTime, Utc};
-use gatehouse_common::types::KeyId;
+use gatehouse_common::types::{ADMIN_SCOPE, KeyId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -37,6 +37,9 @@ pub fn router() -> Router<AppState> {
 #[serde(deny_unknown_fields)]
 struct CreateKey {
     name: Line<100>,
+    /// Among `moderate`, `translate`, `webhooks`, `admin` — only those the tenant grants.
+    /// `admin` makes the key an admin of its tenant, exempt from step-up; creating such a key
+    /// needs a fresh login (or `Gatehouse-Confirm-Password`).
     scopes: Vec<String>,
     #[serde(default)]
     expires_at: Option<DateTime<Utc>>,
@@ -84,6 +87,12 @@ async fn create(
         .map(|t| t.scopes)
         .unwrap_or_default();
     check_scopes("scopes", &scopes, &granted)?;
+    if scopes.iter().any(|s| s == ADMIN_SCOPE) {
+        // Minting an admin credential is a role change in all but name.
+        principal
+            .require_fresh_auth(&state, "key.grant_admin")
+            .await?;
+    }
     if body.expires_at.is_some_and(|t| t <= Utc::now()) {
         return Err(ApiError::invalid(
             "invalid_expiry",

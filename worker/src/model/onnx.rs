@@ -92,9 +92,10 @@ impl TextEncoder {
     }
 
     fn ids(&self, text: &str) -> Result<Vec<i64>, ModelError> {
+        // Only the ids are needed: `encode_fast` skips the offsets `encode` tracks (same ids).
         let encoding = self
             .tokenizer
-            .encode(text, false)
+            .encode_fast(text, false)
             .map_err(|e| ModelError::Tokenize(e.to_string()))?;
         Ok(encoding
             .get_ids()
