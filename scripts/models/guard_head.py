@@ -2,7 +2,10 @@
 
   * ``mlp``: 384 -> HIDDEN (ReLU) -> 9 logits, trained full-batch with Adam on
     a class-weighted, L2-regularised sum of the per-category log-losses
-    (fixed seed: the same data gives the same weights);
+    (fixed seed: the same data gives the same weights); MEMBERS of them from
+    consecutive seeds, logits averaged (less variance from the initialisation,
+    which the per-category thresholds would otherwise chase), written as one
+    MLP of MEMBERS x HIDDEN hidden units;
   * ``logreg``: one L2-regularised logistic regression per category (Newton);
   * class weights (per category, summing to 1): the category's positives
     POS_SHARE, clean texts (benign + hard negatives) CLEAN_SHARE, the other
@@ -27,6 +30,7 @@ POS_SHARE = 0.3
 CLEAN_SHARE = 0.4
 HARD_WEIGHT = 3.0
 HIDDEN = 64
+MEMBERS = 5
 MLP_L2 = 3e-4
 MLP_STEPS = 300
 MLP_LR = 3e-3
@@ -133,9 +137,22 @@ def fit_mlp(emb: np.ndarray, examples: list[Example], seed: int) -> Head:
     return [(w1 / sd[:, None], c1 - (mu / sd) @ w1), (w2, c2)]
 
 
+def fit_ensemble(emb: np.ndarray, examples: list[Example], seed: int) -> Head:
+    """MEMBERS MLPs from seeds seed, seed + 1, ... with their logits averaged,
+    written as one MLP: hidden layers side by side, output weights / MEMBERS."""
+    heads = [fit_mlp(emb, examples, seed + i) for i in range(MEMBERS)]
+    if len(heads) == 1:
+        return heads[0]
+    w1 = np.hstack([h[0][0] for h in heads])
+    c1 = np.concatenate([h[0][1] for h in heads])
+    w2 = np.vstack([h[1][0] for h in heads]) / len(heads)
+    c2 = np.mean([h[1][1] for h in heads], axis=0)
+    return [(w1, c1), (w2, c2)]
+
+
 def fit(kind: str, emb: np.ndarray, examples: list[Example], seed: int) -> Head:
     if kind == "mlp":
-        return fit_mlp(emb, examples, seed)
+        return fit_ensemble(emb, examples, seed)
     if kind == "logreg":
         return fit_logreg(emb, examples)
     raise SystemExit(f"unknown head {kind!r}")

@@ -12,7 +12,7 @@
     tokens, batches padded to the longest), cached per encoder in
     <encoder-dir>/embeddings-<encoder>.npz, so re-training the head costs
     seconds;
-  * head and calibration (guard_head.py): a small MLP (or --head logreg),
+  * head and calibration (guard_head.py): an average of small MLPs (or --head logreg),
     per-category thresholds chosen on 5-fold out-of-fold predictions of the
     training set and folded into the last bias (0.5 = calibrated), appended to
     the encoder graph (outputs ``logits`` [batch, 9] and ``embedding``);
@@ -384,6 +384,7 @@ def train_variant(label: str, encoder_path: str, tok: Tokenizer, train: list[Exa
     probs_train = guard_head.sigmoid(guard_head.logits(head, emb_train))
     metrics = {
         "head": head_kind, "hidden": guard_head.HIDDEN if head_kind == "mlp" else None,
+        "members": guard_head.MEMBERS if head_kind == "mlp" else None,
         "thresholds": {c: float(t) for c, t in zip(CATEGORIES, thresholds)},
         "held_out_summary": None,
         "held_out": evaluate(probs_held, held),
