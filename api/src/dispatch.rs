@@ -179,17 +179,18 @@ impl Dispatcher {
                     lane: Lane::Bulk,
                 });
                 let body = serde_json::to_vec(&message).map_err(QueueError::Encode)?;
-                // The submission's trace context travels with every chunk of the job.
-                let headers = c
+                // The submission's trace travels with every chunk of the job: the message
+                // carries the publish span's context (a child of the job's).
+                let span = tracing::info_span!("publish", job_id = %c.job_id, chunk = c.chunk_index, trace_id = tracing::field::Empty);
+                let context = c
                     .traceparent
                     .as_deref()
                     .and_then(TraceParent::parse)
-                    .map(|t| t.to_headers())
-                    .unwrap_or_default();
-                let span = tracing::info_span!("publish", job_id = %c.job_id, chunk = c.chunk_index, trace_id = tracing::field::Empty);
-                if let Some(t) = c.traceparent.as_deref().and_then(TraceParent::parse) {
+                    .map(|job| gatehouse_common::trace::join(&span, Some(job)));
+                if let Some(t) = &context {
                     span.record("trace_id", t.trace_id_hex());
                 }
+                let headers = context.map(|t| t.to_headers()).unwrap_or_default();
                 publisher
                     .publish(&exchange, &message.routing_key(), &body, headers)
                     .instrument(span)

@@ -10,11 +10,14 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::from_env()?;
-    telemetry::init_tracing(&config);
-    match cli.command {
+    let telemetry = telemetry::init_tracing(&config, "gatehouse-api")?;
+    let result = match cli.command {
         Command::Serve => cli::serve::run(config).await,
         Command::Migrate => cli::migrate(config).await,
         Command::Admin { command } => cli::admin::run(config, command).await,
         Command::Openapi => Ok(()),
-    }
+    };
+    // Exports the spans still buffered (OTLP), success or not.
+    telemetry.shutdown().await;
+    result
 }

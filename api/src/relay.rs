@@ -127,8 +127,12 @@ impl Relay {
         let sends = rows.iter().map(|(_, routing_key, payload, traceparent)| {
             let publisher = publisher.clone();
             let exchange = exchange.clone();
-            let context = traceparent.as_deref().and_then(TraceParent::parse);
+            // The message carries the relay span's context (a child of the job's).
             let span = tracing::info_span!("relay", trace_id = tracing::field::Empty);
+            let context = traceparent
+                .as_deref()
+                .and_then(TraceParent::parse)
+                .map(|job| gatehouse_common::trace::join(&span, Some(job)));
             if let Some(t) = &context {
                 span.record("trace_id", t.trace_id_hex());
             }

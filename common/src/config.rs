@@ -379,6 +379,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
     pub log_filter: String,
+    /// Optional OTLP/HTTP span export (`GATEHOUSE_OTLP_ENDPOINT`, off when unset).
+    pub otlp: OtlpConfig,
     pub identity: IdentityConfig,
     pub webhooks: WebhookConfig,
     /// `GATEHOUSE_CONSOLE_DIR`: the built web console (`scripts/build-console.sh`), served at
@@ -540,6 +542,7 @@ impl Config {
             ),
             log_format: env.get("GATEHOUSE_LOG_FORMAT", LogFormat::Text)?,
             log_filter: env.get("GATEHOUSE_LOG", "info".to_string())?,
+            otlp: OtlpConfig::from_env(&env)?,
             identity: IdentityConfig {
                 jwt_issuer: env.get("GATEHOUSE_JWT_ISSUER", "gatehouse".to_string())?,
                 jwt_audience: env.get("GATEHOUSE_JWT_AUDIENCE", "gatehouse-api".to_string())?,
@@ -627,6 +630,7 @@ impl std::fmt::Debug for Config {
             .field("limits", &self.limits)
             .field("identity", &self.identity)
             .field("webhooks", &self.webhooks)
+            .field("otlp", &self.otlp)
             .finish_non_exhaustive()
     }
 }
@@ -682,6 +686,100 @@ impl AuditConfig {
 }
 
 // ---- Delivery under faults (issue 16) ----
+
+/// Span export over OTLP/HTTP (protobuf), off unless `GATEHOUSE_OTLP_ENDPOINT` is set.
+#[derive(Clone, Default)]
+pub struct OtlpConfig {
+    /// `GATEHOUSE_OTLP_ENDPOINT`: the collector's OTLP/HTTP base URL (`http://collector:4318`);
+    /// spans are POSTed to `<endpoint>/v1/traces` (a URL that already ends in `/v1/traces` is
+    /// used as it is). `None`: no exporter is built and nothing leaves the process.
+    pub traces_url: Option<url::Url>,
+    /// `GATEHOUSE_OTLP_HEADERS`: `name=value` pairs, comma-separated, sent with every export
+    /// (a collector's or vendor's auth header). Values are taken literally; never logged.
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("OtlpConfig")
+            .field(
+                "traces_url",
+                &self.traces_url.as_ref().map(|u| redact_url(u.as_str())),
+            )
+            .field("header_names", &names)
+            .finish()
+    }
+}
+
+impl OtlpConfig {
+    fn from_env(env: &Env<'_>) -> Result<Self, ConfigError> {
+        const ENDPOINT: &str = "GATEHOUSE_OTLP_ENDPOINT";
+        const HEADERS: &str = "GATEHOUSE_OTLP_HEADERS";
+        let raw: String = env.get(ENDPOINT, String::new())?;
+        let traces_url = if raw.is_empty() {
+            None
+        } else {
+            let invalid = |message: String| ConfigError {
+                var: ENDPOINT,
+                message,
+            };
+            let mut url = url::Url::parse(&raw)
+                .map_err(|e| invalid(format!("`{}`: {e}", redact_url(&raw))))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(invalid(format!(
+                    "`{}`: expected an http:// or https:// URL with a host, e.g. \
+                     http://127.0.0.1:4318",
+                    redact_url(&raw)
+                )));
+            }
+            if url.query().is_some() || url.fragment().is_some() {
+                return Err(invalid("must have no query or fragment".into()));
+            }
+            if !url.path().ends_with("/v1/traces") {
+                let path = format!("{}/v1/traces", url.path().trim_end_matches('/'));
+                url.set_path(&path);
+            }
+            Some(url)
+        };
+        let mut headers = Vec::new();
+        for pair in env.list(HEADERS)? {
+            let invalid = |message: &str| ConfigError {
+                var: HEADERS,
+                message: message.into(),
+            };
+            // The value is never echoed: it is usually a secret.
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid("expected `name=value` pairs separated by commas"))?;
+            let (name, value) = (name.trim(), value.trim());
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() || name.is_empty()
+            {
+                return Err(ConfigError {
+                    var: HEADERS,
+                    message: format!("`{name}` is not a valid header name"),
+                });
+            }
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                return Err(ConfigError {
+                    var: HEADERS,
+                    message: format!("the value of `{name}` is not a valid header value"),
+                });
+            }
+            headers.push((name.to_ascii_lowercase(), value.to_string()));
+        }
+        if !headers.is_empty() && traces_url.is_none() {
+            return Err(ConfigError {
+                var: HEADERS,
+                message: "is set but GATEHOUSE_OTLP_ENDPOINT is not (nothing is exported)".into(),
+            });
+        }
+        Ok(Self {
+            traces_url,
+            headers,
+        })
+    }
+}
 
 /// Retry backoff, the quorum queues' delivery limit, the chunk deadline and the test-only
 /// fault injection.
@@ -874,6 +972,60 @@ mod tests {
         assert_eq!(err.var, "GATEHOUSE_LOG_FORMAT");
         let err = with(&[("GATEHOUSE_JWT_TTL_SECS", "86401")]).unwrap_err();
         assert_eq!(err.var, "GATEHOUSE_JWT_TTL_SECS");
+    }
+
+    #[test]
+    fn otlp_export_is_off_by_default_and_validated() {
+        let cfg = with(&[]).expect("defaults");
+        assert!(cfg.otlp.traces_url.is_none());
+        assert!(cfg.otlp.headers.is_empty());
+        for (raw, want) in [
+            ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+            ("http://collector:4318/", "http://collector:4318/v1/traces"),
+            (
+                "https://otel.example/otlp",
+                "https://otel.example/otlp/v1/traces",
+            ),
+            ("http://c:4318/v1/traces", "http://c:4318/v1/traces"),
+        ] {
+            let cfg = with(&[("GATEHOUSE_OTLP_ENDPOINT", raw)]).expect(raw);
+            assert_eq!(cfg.otlp.traces_url.map(String::from).as_deref(), Some(want));
+        }
+        for bad in [
+            "collector:4318",
+            "ftp://c/x",
+            "not a url",
+            "http://c:4318/?a=b",
+        ] {
+            let err = with(&[("GATEHOUSE_OTLP_ENDPOINT", bad)]).unwrap_err();
+            assert_eq!(err.var, "GATEHOUSE_OTLP_ENDPOINT", "{bad}");
+        }
+        let cfg = with(&[
+            ("GATEHOUSE_OTLP_ENDPOINT", "http://c:4318"),
+            (
+                "GATEHOUSE_OTLP_HEADERS",
+                "Authorization=Bearer s3cret, x-team = a=b",
+            ),
+        ])
+        .expect("headers");
+        assert_eq!(
+            cfg.otlp.headers,
+            vec![
+                ("authorization".to_string(), "Bearer s3cret".to_string()),
+                ("x-team".to_string(), "a=b".to_string()),
+            ]
+        );
+        // Header values are secrets: neither Debug nor an error message shows them.
+        assert!(!format!("{cfg:?}").contains("s3cret"));
+        let err = with(&[
+            ("GATEHOUSE_OTLP_ENDPOINT", "http://c:4318"),
+            ("GATEHOUSE_OTLP_HEADERS", "bad name=s3cret"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.var, "GATEHOUSE_OTLP_HEADERS");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        let err = with(&[("GATEHOUSE_OTLP_HEADERS", "authorization=x")]).unwrap_err();
+        assert_eq!(err.var, "GATEHOUSE_OTLP_HEADERS");
     }
 
     #[test]

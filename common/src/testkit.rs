@@ -7,6 +7,8 @@ use sqlx::{Connection, PgPool, postgres::PgConnection};
 
 use crate::{config::Config, db, queue};
 
+pub mod otlp;
+
 /// The workspace root (tests run with the crate directory as cwd).
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));

@@ -46,6 +46,8 @@ impl Encode for TextEncoder {
 struct Request {
     windows: Vec<Vec<i64>>,
     reply: oneshot::Sender<Result<Vec<Scores>, ModelError>>,
+    /// The caller's span (its chunk's `inference`): the parent, or a link, of its batches.
+    span: tracing::Span,
 }
 
 /// Cheap to clone; dropping every handle stops the model thread(s).
@@ -152,7 +154,11 @@ impl ModelHandle {
             (Some(sync_tx), Lane::Sync) => {
                 let busy = BusyGuard::new(&self.sync_busy);
                 sync_tx
-                    .send(Request { windows, reply })
+                    .send(Request {
+                        windows,
+                        reply,
+                        span: tracing::Span::current(),
+                    })
                     .map_err(|_| ModelError::Stopped)?;
                 let scores = rx.await.map_err(|_| ModelError::Stopped)??;
                 drop(busy);
@@ -160,7 +166,11 @@ impl ModelHandle {
             }
             _ => {
                 self.tx
-                    .send(Request { windows, reply })
+                    .send(Request {
+                        windows,
+                        reply,
+                        span: tracing::Span::current(),
+                    })
                     .map_err(|_| ModelError::Stopped)?;
                 rx.await.map_err(|_| ModelError::Stopped)??
             }
@@ -281,6 +291,12 @@ fn process(
         .iter()
         .flat_map(|r| r.windows.iter().map(Vec::as_slice))
         .collect();
+    // The request each window came from.
+    let owners: Vec<usize> = requests
+        .iter()
+        .enumerate()
+        .flat_map(|(r, req)| std::iter::repeat_n(r, req.windows.len()))
+        .collect();
     let mut order: Vec<usize> = (0..windows.len()).collect();
     order.sort_by_key(|i| windows[*i].len());
     let lengths: Vec<usize> = order.iter().map(|i| windows[*i].len()).collect();
@@ -290,8 +306,17 @@ fn process(
         let rows: Vec<&[i64]> = order[range.clone()].iter().map(|i| windows[*i]).collect();
         let padded = rows.iter().map(|r| r.len()).max().unwrap_or(0) * rows.len();
         yield_to_sync(gate);
-        // One span per model batch, on the model thread (a batch mixes chunks, so of traces).
-        let _batch = tracing::info_span!("batch", model = %model.info().name, rows = rows.len(), padded_tokens = padded).entered();
+        // One span per model batch, on the model thread. A batch mixes chunks (so traces):
+        // it is the child of its first request's span and linked to the others'.
+        let mut callers: Vec<usize> = order[range.clone()].iter().map(|i| owners[*i]).collect();
+        callers.sort_unstable();
+        callers.dedup();
+        let parent = callers.first().and_then(|r| requests[*r].span.id());
+        let batch = tracing::info_span!(parent: parent, "batch", model = %model.info().name, rows = rows.len(), padded_tokens = padded);
+        for r in callers.iter().skip(1) {
+            batch.follows_from(&requests[*r].span);
+        }
+        let _batch = batch.entered();
         let started = Instant::now();
         match model.run(&rows) {
             Ok(out) if out.len() == rows.len() => {

@@ -186,16 +186,18 @@ impl Consumer {
         let QueueMessage::ChunkV1(chunk) = &message;
         // The api's trace context from the AMQP headers: this chunk's span is its child.
         let parent = TraceParent::from_headers(delivery.properties.headers().as_ref());
-        let context = parent.map_or_else(TraceParent::new_root, |p| p.child());
         let span = tracing::info_span!(
             "chunk",
             job_id = %chunk.job_id,
             tenant_id = %chunk.tenant_id,
             chunk = chunk.chunk_index,
-            trace_id = %context.trace_id_hex(),
-            span_id = %context.span_id_hex(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
             parent_span_id = parent.map(|p| p.span_id_hex()).unwrap_or_default(),
         );
+        let context = trace::join(&span, parent);
+        span.record("trace_id", context.trace_id_hex());
+        span.record("span_id", context.span_id_hex());
         trace::scope(
             context,
             self.settle(publisher, &delivery, &message, deadline)

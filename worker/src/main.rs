@@ -4,7 +4,14 @@ use gatehouse_common::{config::Config, db, shutdown, telemetry};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
-    telemetry::init_tracing(&config);
+    let telemetry = telemetry::init_tracing(&config, "gatehouse-worker")?;
+    let result = run(config).await;
+    // Exports the spans still buffered (OTLP), success or not.
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = telemetry::metrics_handle();
     let shutdown = shutdown::on_signal();
 

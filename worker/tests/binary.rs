@@ -167,3 +167,119 @@ async fn sigterm_stops_the_worker_cleanly() {
     assert!(stderr.contains("worker stopped"), "{stderr}");
     env.teardown().await;
 }
+
+/// With `GATEHOUSE_OTLP_ENDPOINT`, a chunk's spans leave the worker binary as
+/// `gatehouse-worker`, in the trace of the message's `traceparent`, flushed on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_binary_exports_a_chunks_spans() {
+    use gatehouse_common::{
+        job::Lane,
+        queue::{Broker, ChunkMessage, QueueMessage},
+        testkit::otlp::OtlpReceiver,
+        trace::TraceParent,
+        types::{JobId, JobKind, TenantId},
+    };
+    let receiver = OtlpReceiver::start().await;
+    let env = TestEnv::new(&[]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let cfg = &env.config;
+    let mut child = worker()
+        .env("GATEHOUSE_DATABASE_URL", &cfg.database_url)
+        .env("GATEHOUSE_AMQP_URL", &cfg.amqp_url)
+        .env("GATEHOUSE_QUEUE_PREFIX", &cfg.queue_prefix)
+        .env("GATEHOUSE_WORKER_LISTEN", &listen)
+        .env("GATEHOUSE_MODELS_DIR", &cfg.models_dir)
+        .env("ORT_DYLIB_PATH", &cfg.ort_dylib_path)
+        .env("GATEHOUSE_MODERATION_MODELS", "toxic-bilstm")
+        .env("GATEHOUSE_OTLP_ENDPOINT", &receiver.endpoint)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn worker");
+    let started = Instant::now();
+    loop {
+        if let Some(reply) = get(&listen, "/healthz").await
+            && reply.starts_with("HTTP/1.0 200")
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never healthy");
+        assert!(child.try_wait().expect("poll").is_none(), "exited early");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A chunk of a job that does not exist: the worker claims nothing and acks, which is
+    // enough for its `chunk` and `claim` spans.
+    let parent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .expect("valid");
+    let message = QueueMessage::ChunkV1(ChunkMessage {
+        job_id: JobId::new(),
+        tenant_id: TenantId::new(),
+        kind: JobKind::Moderate,
+        chunk_index: 0,
+        item_start: 0,
+        item_end: 1,
+        lane: Lane::Bulk,
+    });
+    let broker = Broker::new(&cfg.amqp_url, "otlp-test", env.topology());
+    broker
+        .publisher()
+        .await
+        .expect("publisher")
+        .publish(
+            &env.topology().jobs_exchange(),
+            &message.routing_key(),
+            &serde_json::to_vec(&message).expect("encode"),
+            parent.to_headers(),
+        )
+        .await
+        .expect("publish");
+    broker.close().await;
+    // The consumer may still be declaring its queues: wait for the chunk's span.
+    // Spans wait in the batch processor (5 s) unless the process flushes on exit.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !receiver.spans().iter().any(|s| s.name == "chunk") {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let stopped = Instant::now();
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("poll") {
+            break exit;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(30),
+            "ignored SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        use std::io::Read;
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(exit.success(), "exit {exit:?}: {stderr}");
+    let spans = receiver.spans();
+    let chunk = spans
+        .iter()
+        .find(|s| s.name == "chunk")
+        .unwrap_or_else(|| panic!("no chunk span: {spans:#?}\n{stderr}"));
+    assert_eq!(chunk.service, "gatehouse-worker");
+    assert_eq!(chunk.trace_id, parent.trace_id_hex());
+    assert_eq!(chunk.parent_span_id, parent.span_id_hex());
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "claim" && s.parent_span_id == chunk.span_id),
+        "{spans:#?}"
+    );
+    assert!(receiver.rejected().is_empty(), "{:?}", receiver.rejected());
+    env.teardown().await;
+}

@@ -191,6 +191,8 @@ impl Pipeline {
             items = claim.items.len(),
             "claimed"
         );
+        // …and as a span of its own in the OTLP export.
+        gatehouse_common::trace::record_elapsed("queue_wait", claim.waited);
         let started = Instant::now();
         let options = match &claim.options {
             Ok(options) => options.clone(),
